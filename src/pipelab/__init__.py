@@ -1,0 +1,5 @@
+"""pipelab."""
+
+from pipelab.pipelines import register_pipelines
+
+register_pipelines()

@@ -1,0 +1,251 @@
+"""Typed schema of a composed pipelab config, and the checks that run before any model loads.
+
+The dataclasses are registered in Hydra's ConfigStore as ``pipelab_schema``; ``conf/config.yaml`` names it
+first in its defaults list, so a misspelt key or a value of the wrong type fails at compose time with Hydra's
+own message, before anything is loaded. ``validate_config`` adds the checks a schema cannot express (ranges,
+task/model pairing, devices that exist, input paths) and raises ``ConfigError`` with the valid choices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+TASKS = (
+    "text-classification",
+    "zero-shot-classification",
+    "text-generation",
+    "fill-mask",
+    "ner",
+    "question-answering",
+    "summarization",
+    "translation",
+    "image-classification",
+    "automatic-speech-recognition",
+)
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message says which, and what would be valid."""
+
+
+@dataclass
+class CaseSchema:
+    id: str = MISSING
+    kind: str = "custom"  # course | custom | edge | unanswerable | user
+    input: Any = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    repeat: int = 1  # the case's text (QA: its context) repeated this many times: inputs beyond the window
+
+
+@dataclass
+class GenerationSchema:
+    do_sample: bool = True
+    max_new_tokens: int = 30
+    num_return_sequences: int = 1
+    top_k: int | None = None
+    top_p: float | None = None
+
+
+@dataclass
+class AssetSchema:
+    url: str | None = None
+    sha256: str | None = None
+    offline: str | None = None  # skimage:<name> | resource:<file> (used by profile=tiny and when url is null)
+    reference: str | None = None
+
+
+@dataclass
+class TaskSchema:
+    name: str = MISSING
+    pipeline: str = MISSING
+    default_model: str = MISSING
+    default_model_gpu: str | None = None
+    call: dict[str, Any] = field(default_factory=dict)
+    generation: GenerationSchema | None = None
+    bench_case: str = MISSING
+    label_count: int | None = None
+    label_pool: list[str] = field(default_factory=list)
+    cases: list[CaseSchema] = field(default_factory=list)
+    assets: dict[str, AssetSchema] = field(default_factory=dict)
+    expectations: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class TinySchema:
+    family: str = MISSING
+    labels: list[str] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelSchema:
+    name: str = MISSING
+    hub_id: str | None = None
+    revision: str | None = None
+    tasks: list[str] = field(default_factory=list)
+    architecture: str | None = None
+    params_millions: float | None = None
+    trust_remote_code: bool = False
+    languages: dict[str, str] | None = None
+    tiny: TinySchema | None = None
+
+
+@dataclass
+class DeviceSchema:
+    name: str = "auto"
+    dtype: str = "auto"
+
+
+@dataclass
+class ProfileSchema:
+    name: str = "hub"
+    weights: str = "pretrained"
+    offline: bool = False
+
+
+@dataclass
+class AblationSchema:
+    name: str = "none"
+    description: str = ""
+    axes: list[str] = field(default_factory=list)  # config keys whose values make the ablation point
+    tasks: list[str] = field(default_factory=list)  # the tasks it applies to (empty: any task)
+
+
+@dataclass
+class TrackingSchema:
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str = "pipelab"
+
+
+@dataclass
+class BenchSchema:
+    warmup: int = 10
+    min_iterations: int = 10
+    min_duration_s: float = 10.0
+    batch_size: int = 1  # items per timed call (ablation=batch_size sweeps it)
+
+
+@dataclass
+class PipelabConfig:
+    task: TaskSchema = field(default_factory=TaskSchema)
+    model: ModelSchema = field(default_factory=ModelSchema)
+    device: DeviceSchema = field(default_factory=DeviceSchema)
+    profile: ProfileSchema = field(default_factory=ProfileSchema)
+    ablation: AblationSchema = field(default_factory=AblationSchema)
+    tracking: TrackingSchema = field(default_factory=TrackingSchema)
+    bench: BenchSchema = field(default_factory=BenchSchema)
+    seed: int = 42
+    temperature: float = 1.0
+    rerun: bool = False
+    input: str | None = None  # an extra user case: a text, or an image/audio file path for those tasks
+    results_dir: str = "results"
+    data_dir: str = "data"
+
+
+def register_schema() -> None:
+    """Register the schema under the name conf/config.yaml's defaults list uses (idempotent)."""
+    ConfigStore.instance().store(name="pipelab_schema", node=PipelabConfig)
+
+
+register_schema()
+
+
+def conf_dir(root: Path) -> Path:
+    return root / "conf"
+
+
+def group_choices(root: Path, group: str) -> list[str]:
+    """The names a config group offers (the YAML files of conf/<group>/)."""
+    return sorted(p.stem for p in (conf_dir(root) / group).glob("*.yaml"))
+
+
+def load_model_config(root: Path, name: str) -> DictConfig:
+    """Load conf/model/<name>.yaml through the schema (used to resolve model=auto)."""
+    path = conf_dir(root) / "model" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"model '{name}' has no config file {path}. Valid models: {', '.join(group_choices(root, 'model'))}"
+        )
+    return OmegaConf.merge(OmegaConf.structured(ModelSchema), OmegaConf.load(path))
+
+
+def models_for_task(root: Path, task: str) -> list[str]:
+    """Every model config whose `tasks` list names this task."""
+    names = []
+    for name in group_choices(root, "model"):
+        if name == "auto":
+            continue
+        if task in (OmegaConf.load(conf_dir(root) / "model" / f"{name}.yaml").get("tasks") or []):
+            names.append(name)
+    return names
+
+
+def _check_positive(value: Any, what: str, *, strictly: bool = True, integer: bool = False) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(float(value)):
+        raise ConfigError(f"{what} must be a number, got {value!r}")
+    if integer and int(value) != value:
+        raise ConfigError(f"{what} must be a whole number, got {value!r}")
+    if (strictly and value <= 0) or (not strictly and value < 0):
+        bound = "> 0" if strictly else ">= 0"
+        raise ConfigError(f"{what} must be {bound}, got {value!r}")
+
+
+def validate_config(cfg: DictConfig, root: Path) -> None:
+    """Checks a schema cannot express; raises ConfigError naming the bad value and the valid choices.
+
+    Runs before any weights are resolved or loaded, so a bad sweep point costs milliseconds.
+    """
+    task = cfg.task.name
+    if task not in TASKS:
+        raise ConfigError(f"unknown task '{task}'. Valid tasks: {', '.join(TASKS)}")
+    if cfg.model.name != "auto" and task not in cfg.model.tasks:
+        valid = models_for_task(root, task)
+        raise ConfigError(
+            f"model '{cfg.model.name}' cannot do task '{task}' (it does: {', '.join(cfg.model.tasks) or 'nothing'}). "
+            f"Models for {task}: {', '.join(valid)} (or model=auto for the course default)"
+        )
+    _check_positive(cfg.temperature, "temperature")
+    gen = cfg.task.get("generation")
+    if gen is not None:
+        if gen.top_k is not None:
+            _check_positive(gen.top_k, "task.generation.top_k", integer=True)
+        if gen.top_p is not None:
+            _check_positive(gen.top_p, "task.generation.top_p")
+            if gen.top_p > 1:
+                raise ConfigError(f"task.generation.top_p must be in (0, 1], got {gen.top_p}")
+        _check_positive(gen.max_new_tokens, "task.generation.max_new_tokens", integer=True)
+        _check_positive(gen.num_return_sequences, "task.generation.num_return_sequences", integer=True)
+        if gen.num_return_sequences > 1 and not gen.do_sample:
+            raise ConfigError(
+                "task.generation.num_return_sequences > 1 needs sampling: greedy decoding returns one sequence. "
+                "Set task.generation.do_sample=true or num_return_sequences=1"
+            )
+    top_k = cfg.task.call.get("top_k")
+    if top_k is not None:
+        _check_positive(top_k, "task.call.top_k", integer=True)
+    _check_positive(cfg.bench.batch_size, "bench.batch_size", integer=True)
+    _check_positive(cfg.bench.min_iterations, "bench.min_iterations", integer=True)
+    _check_positive(cfg.bench.warmup, "bench.warmup", strictly=False, integer=True)
+    _check_positive(cfg.bench.min_duration_s, "bench.min_duration_s", strictly=False)
+    if cfg.task.label_count is not None:
+        _check_positive(cfg.task.label_count, "task.label_count", integer=True)
+    if cfg.ablation.tasks and task not in cfg.ablation.tasks:
+        raise ConfigError(
+            f"ablation '{cfg.ablation.name}' applies to {', '.join(cfg.ablation.tasks)}, not to task '{task}'"
+        )
+    if cfg.profile.name not in ("hub", "tiny"):
+        raise ConfigError(f"unknown profile '{cfg.profile.name}'. Valid profiles: hub, tiny")
+    case_ids = [c.id for c in cfg.task.cases]
+    if cfg.task.bench_case not in case_ids:
+        raise ConfigError(f"task.bench_case '{cfg.task.bench_case}' is not a case id. Case ids: {', '.join(case_ids)}")
+    for case in cfg.task.cases:
+        _check_positive(case.repeat, f"case {case.id}: repeat", integer=True)

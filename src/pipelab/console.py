@@ -1,0 +1,91 @@
+"""What a person sees in the terminal: a one-screen summary per run, a table per sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f} ms"
+
+
+def job_line(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The row a finished run contributes to its sweep's table."""
+    m = record["metrics"]
+    return {
+        "name": record["name"],
+        "status": record["status"],
+        "cases": int(m["cases_total"]),
+        "valid": int(round(m["schema_valid_rate"] * m["cases_total"])),
+        "errors": int(m["cases_failed"]),
+        "cold_start_ms": m.get("cold_start_ms"),
+        "latency_mean_ms": m.get("latency_mean_ms"),
+        "verdict": record["course_verdict"],
+        "record": str(path),
+    }
+
+
+def print_run_summary(record: dict[str, Any]) -> None:
+    m = record["metrics"]
+    model = record["model"]
+    lines = [
+        "",
+        f"== {record['name']} ==",
+        f"model    {model['id']} @ {model['revision'][:12]} ({model['weights']}) "
+        f"on {record['device']}/{record['dtype']}",
+        f"cases    {int(m['cases_total'])} total, {int(round(m['schema_valid_rate'] * m['cases_total']))} valid, "
+        f"{int(m['cases_failed'])} raised, {int(m['cases_invalid'])} invalid schema",
+        f"latency  cold start {_ms(m.get('cold_start_ms'))}"
+        + (" (cached pipeline)" if m.get("pipeline_cache_hit") else "")
+        + f", first call {_ms(m.get('first_call_ms'))}, warm mean {_ms(m.get('latency_mean_ms'))} "
+        f"(p50 {_ms(m.get('latency_p50_ms'))}, p95 {_ms(m.get('latency_p95_ms'))}, "
+        f"n={int(m.get('bench_iterations', 0))})",
+        f"course   {record['course_verdict']}",
+    ]
+    for case in record["cases"]:
+        if case["error"]:
+            lines.append(f"  error  {case['id']}: {case['error'][:150]}")
+        elif not case["valid"]:
+            lines.append(f"  invalid {case['id']}: {'; '.join(case['problems'])[:150]}")
+    for item in record.get("expectations", []):
+        lines.append(f"  {'pass' if item['passed'] else 'FAIL'}   {item['case']}: {item['detail']}")
+    print("\n".join(lines), flush=True)
+
+
+def print_skip(name: str, path: Path, run_id: str | None) -> None:
+    print(
+        f"\n== {name} ==\nskipped  an identical config already finished (record {path}"
+        + (f", MLflow run {run_id}" if run_id else "")
+        + "); pass rerun=true to run it again",
+        flush=True,
+    )
+
+
+def print_sweep_table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    header = ("job", "status", "cases", "valid", "errors", "cold start", "warm mean", "course")
+    table = [
+        (
+            r.get("name", "?"),
+            r.get("status", "?"),
+            str(r.get("cases", "-")),
+            str(r.get("valid", "-")),
+            str(r.get("errors", "-")),
+            _ms(r.get("cold_start_ms")),
+            _ms(r.get("latency_mean_ms")),
+            (r.get("verdict") or r.get("error") or "")[:48],
+        )
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    print("\n" + fmt.format(*header))
+    print("  ".join("-" * w for w in widths))
+    for row in table:
+        print(fmt.format(*row))
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
+    print(f"\n{len(rows)} jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), flush=True)

@@ -1,0 +1,117 @@
+"""The protocol every task module follows, and the parts most tasks share.
+
+A task knows four things and nothing else (no MLflow, no Hydra, no timing):
+  - how a configured case becomes pipeline input (``prepare``),
+  - how the pipeline is called with it (``call``),
+  - how an output is checked against the course (``check_expectation``),
+  - which numbers summarise a run of it (``summarize``: the ablation metrics).
+The runner owns the loop, the timing, the validation and the recording.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipelab.assets import AssetStore
+
+
+@dataclass
+class Case:
+    """One prepared pipeline input."""
+
+    id: str
+    kind: str
+    input: Any  # what the pipeline receives (text, dict, PIL image, audio dict)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    display: Any = None  # JSON-able description of the input for records
+    notes: list[str] = field(default_factory=list)  # e.g. "truncated to the 512-token window"
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    output: Any = None  # JSON-able
+    valid: bool = False
+    problems: list[str] = field(default_factory=list)
+    error: str | None = None
+    latency_ms: float | None = None
+
+
+@dataclass
+class TaskContext:
+    cfg: DictConfig
+    assets: AssetStore
+    pipe: Any = None  # the loaded transformers pipeline (None while preparing cases before loading)
+
+
+def plain(node: Any) -> Any:
+    """OmegaConf nodes to plain Python containers."""
+    if isinstance(node, DictConfig) or OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+class Task:
+    """Default behaviour: text in, `pipe(text, **kwargs)` out, label/score expectations."""
+
+    name = ""
+    text_key: str | None = None  # for dict inputs: the key that `repeat` multiplies
+
+    def prepare(self, case_cfg: DictConfig, ctx: TaskContext) -> list[Case]:
+        """A configured case -> zero or more prepared cases (translation drops other directions)."""
+        value = plain(case_cfg.input)
+        notes = []
+        if case_cfg.repeat > 1:
+            if isinstance(value, dict) and self.text_key:
+                value = dict(value, **{self.text_key: " ".join([value[self.text_key]] * case_cfg.repeat)})
+            else:
+                value = " ".join([value] * case_cfg.repeat)
+            notes.append(f"input text repeated {case_cfg.repeat} times")
+        kwargs = dict(plain(ctx.cfg.task.call) or {})
+        kwargs.update(plain(case_cfg.kwargs) or {})
+        return [Case(case_cfg.id, case_cfg.kind, value, kwargs, display=value, notes=notes)]
+
+    def user_case(self, value: str, ctx: TaskContext) -> Case:
+        """The top-level `input=` knob as an extra case."""
+        return Case("user-input", "user", value, dict(plain(ctx.cfg.task.call) or {}), display=value)
+
+    def annotate(self, case: Case, ctx: TaskContext) -> None:
+        """After the pipeline is loaded: notes that need the tokenizer (truncation)."""
+        text = case.input.get(self.text_key) if isinstance(case.input, dict) and self.text_key else case.input
+        self.truncation_note(case, ctx, text)
+
+    def call(self, pipe: Any, case: Case) -> Any:
+        return pipe(case.input, **case.kwargs)
+
+    def call_batch(self, pipe: Any, case: Case, batch_size: int) -> Any:
+        """The same input `batch_size` times in one call (the batch-size ablation)."""
+        return pipe([case.input] * batch_size, batch_size=batch_size, **case.kwargs)
+
+    def check_expectation(self, expectation: dict[str, Any], output: Any) -> tuple[bool, str]:
+        """(passed, what was compared). Default: the top label and its score."""
+        top = output[0] if isinstance(output, list) else output
+        if isinstance(top, list):
+            top = top[0]
+        label, score = top["label"], float(top["score"])
+        ok = label == expectation["label"] and abs(score - expectation["score"]) <= expectation["tol"]
+        return ok, (
+            f"got {label} {score:.4f}, expected {expectation['label']} {expectation['score']} +/- {expectation['tol']}"
+        )
+
+    def summarize(self, results: list[CaseResult], ctx: TaskContext) -> dict[str, float]:
+        """Task-level numbers (the ablation metrics); the runner adds validity and latency."""
+        return {}
+
+    def truncation_note(self, case: Case, ctx: TaskContext, text: str) -> None:
+        """Say so in the record when a text is longer than the model's window."""
+        tokenizer = getattr(ctx.pipe, "tokenizer", None)
+        if tokenizer is None or not isinstance(text, str):
+            return
+        limit = getattr(tokenizer, "model_max_length", None) or 0
+        if 0 < limit < 100_000:
+            count = len(tokenizer(text, add_special_tokens=True)["input_ids"])
+            if count > limit:
+                case.notes.append(f"input is {count} tokens; truncated to the model's {limit}-token window")

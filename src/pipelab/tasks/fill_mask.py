@@ -1,0 +1,25 @@
+"""Mask filling: `{mask}` in a case becomes the tokenizer's own mask token (<mask> or [MASK])."""
+
+from __future__ import annotations
+
+from pipelab.tasks.base import Case, CaseResult, Task, TaskContext
+
+MASK_PLACEHOLDER = "{mask}"
+
+
+class FillMask(Task):
+    name = "fill-mask"
+
+    def annotate(self, case: Case, ctx: TaskContext) -> None:
+        mask = ctx.pipe.tokenizer.mask_token
+        if MASK_PLACEHOLDER not in case.input and mask not in case.input:
+            case.notes.append(f"no {MASK_PLACEHOLDER} in the input: the pipeline will say no mask was found")
+        case.input = case.input.replace(MASK_PLACEHOLDER, mask)
+        case.display = case.input
+        super().annotate(case, ctx)
+
+    def summarize(self, results: list[CaseResult], ctx: TaskContext) -> dict[str, float]:
+        ok = [r for r in results if r.valid]
+        if not ok:
+            return {}
+        return {"top_score_mean": sum(r.output[0]["score"] for r in ok) / len(ok)}

@@ -1,0 +1,44 @@
+"""Extractive QA through pipelab's v4-compatible question-answering pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelab import metrics
+from pipelab.tasks.base import Case, CaseResult, Task, TaskContext
+
+
+class QuestionAnswering(Task):
+    name = "question-answering"
+    text_key = "context"
+
+    def user_case(self, value: str, ctx: TaskContext) -> Case:
+        case = super().user_case(value, ctx)
+        context = ctx.cfg.task.cases[0].input.context
+        case.input = {"question": value, "context": context}
+        case.display = case.input
+        return case
+
+    def call(self, pipe: Any, case: Case) -> Any:
+        return pipe(question=case.input["question"], context=case.input["context"], **case.kwargs)
+
+    def call_batch(self, pipe: Any, case: Case, batch_size: int) -> Any:
+        questions = [case.input["question"]] * batch_size
+        contexts = [case.input["context"]] * batch_size
+        return pipe(question=questions, context=contexts, batch_size=batch_size, **case.kwargs)
+
+    def check_expectation(self, expectation: dict[str, Any], output: Any) -> tuple[bool, str]:
+        answer = output["answer"] if isinstance(output, dict) else output[0]["answer"]
+        return answer == expectation["answer"], f"answer {answer!r}, expected {expectation['answer']!r}"
+
+    def summarize(self, results: list[CaseResult], ctx: TaskContext) -> dict[str, float]:
+        def top_score(r: CaseResult) -> float:
+            return float((r.output if isinstance(r.output, dict) else r.output[0])["score"])
+
+        numbers: dict[str, float] = {}
+        for group, kinds in (("answerable", {"course", "custom"}), ("unanswerable", {"unanswerable"})):
+            scores = [top_score(r) for r in results if r.valid and r.case.kind in kinds]
+            if scores:
+                for key, value in metrics.score_distribution(scores).items():
+                    numbers[f"{group}_score_{key}"] = value
+        return numbers

@@ -1,0 +1,18 @@
+"""Summarization through pipelab's v4-compatible summarization pipeline."""
+
+from __future__ import annotations
+
+from pipelab import metrics
+from pipelab.tasks.base import CaseResult, Task, TaskContext
+
+
+class Summarization(Task):
+    name = "summarization"
+
+    def summarize(self, results: list[CaseResult], ctx: TaskContext) -> dict[str, float]:
+        ok = [r for r in results if r.valid and r.case.kind in ("course", "custom")]
+        if not ok:
+            return {}
+        lengths = [len(r.output[0]["summary_text"].split()) for r in ok]
+        ratios = [metrics.compression_ratio(r.case.input, r.output[0]["summary_text"]) for r in ok]
+        return {"summary_words_mean": sum(lengths) / len(lengths), "compression_ratio_mean": sum(ratios) / len(ratios)}

@@ -1,0 +1,43 @@
+"""Run one pipelab job, or a sweep with -m:
+
+    python stages/run.py task=fill-mask profile=tiny
+    python stages/run.py -m task=text-generation temperature=0.7,1.0,1.5
+
+Thin on purpose: Hydra composes conf/, pipelab.runner does the work.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PIPELAB_ROOT", str(ROOT))
+
+from pipelab.config import register_schema  # noqa: E402
+from pipelab.errors import USER_ERRORS  # noqa: E402
+
+register_schema()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> str:
+    from pipelab.runner import run_job
+
+    try:
+        return run_job(cfg, ROOT).status
+    except USER_ERRORS as exc:
+        print(f"pipelab: error: {exc}", file=sys.stderr, flush=True)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # this job fails; Hydra runs the others, then exits non-zero
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

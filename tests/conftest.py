@@ -1,0 +1,40 @@
+"""Shared fixtures: the repo root, a tiny-weights cache shared by the whole session, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data/ folder for every CLI test of the session: tiny models are built once, then reused."""
+    return tmp_path_factory.mktemp("data")
+
+
+def run_cli(
+    args: list[str], *, cwd: Path, env_extra: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """The real Hydra CLI in a subprocess: `python stages/run.py ...`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELAB_", "MLFLOW_"))}
+    env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "run.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,104 @@
+"""Every config file composes; the schema and validate_config reject bad values with the valid choices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from pipelab.config import TASKS, ConfigError, group_choices, models_for_task, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf")
+
+
+def compose_cfg(overrides: list[str], *, with_hydra: bool = False):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=with_hydra)
+
+
+def test_task_group_has_exactly_the_ten_course_tasks():
+    assert sorted(group_choices(ROOT, "task")) == sorted(TASKS)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_composes_and_its_default_model_can_do_it(task):
+    cfg = compose_cfg([f"task={task}", "profile=tiny"])
+    validate_config(cfg, ROOT)
+    assert cfg.task.name == task
+    assert cfg.task.default_model in models_for_task(ROOT, task)
+    assert cfg.task.bench_case in [c.id for c in cfg.task.cases]
+    for expectation in cfg.task.expectations:
+        assert expectation.case in [c.id for c in cfg.task.cases]
+
+
+@pytest.mark.parametrize("model", [m for m in group_choices(ROOT, "model") if m != "auto"])
+def test_every_model_composes_with_each_of_its_tasks_and_is_pinned(model):
+    raw = OmegaConf.load(ROOT / "conf" / "model" / f"{model}.yaml")
+    assert len(str(raw.revision)) == 40 and int(str(raw.revision), 16) >= 0, "pin a full commit sha"
+    assert raw.tiny.family, "every model needs a tiny stand-in"
+    for task in raw.tasks:
+        cfg = compose_cfg([f"task={task}", f"model={model}"])
+        validate_config(cfg, ROOT)
+        assert cfg.model.hub_id == raw.hub_id
+
+
+@pytest.mark.parametrize("group", ["device", "profile", "ablation", "decoding", "experiment"])
+def test_every_option_of_every_group_composes(group):
+    for option in group_choices(ROOT, group):
+        overrides = [f"{group}={option}"]
+        cfg = compose_cfg(overrides)
+        if group == "ablation" and cfg.ablation.tasks:
+            assert cfg.task.name in cfg.ablation.tasks  # an ablation brings its task along
+        if group == "decoding":
+            cfg = compose_cfg([*overrides, "task=text-generation"])
+        validate_config(cfg, ROOT)
+
+
+def test_every_ablation_declares_its_sweep_and_axes():
+    for name in group_choices(ROOT, "ablation"):
+        cfg = compose_cfg([f"ablation={name}"], with_hydra=True)
+        if name == "none":
+            continue
+        assert cfg.ablation.axes, name
+        assert cfg.hydra.sweeper.params, f"ablation {name} sweeps nothing"
+        for axis in cfg.ablation.axes:
+            assert OmegaConf.select(cfg, axis, default="__missing__") != "__missing__", f"{name}: axis {axis}"
+
+
+def test_typo_in_a_key_fails_at_compose_time():
+    with pytest.raises(ConfigCompositionException, match="tempreature"):
+        compose_cfg(["tempreature=0.5"])
+
+
+def test_non_number_temperature_fails_at_compose_time():
+    with pytest.raises(ConfigCompositionException, match="temperature"):
+        compose_cfg(["temperature=hot"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["temperature=0"], "temperature must be > 0"),
+        (["temperature=-1.5"], "temperature must be > 0"),
+        (["task=text-generation", "task.generation.top_k=0"], "top_k must be > 0"),
+        (["task=fill-mask", "task.call.top_k=0"], "top_k must be > 0"),
+        (["bench.batch_size=0"], "batch_size must be > 0"),
+        (["task=fill-mask", "model=gpt2"], "Models for fill-mask: bert-base-cased, distilroberta-base"),
+        (["task=ner", "ablation=temperature"], "ablation 'temperature' applies to text-generation"),
+        (["task=text-generation", "decoding=greedy", "task.generation.num_return_sequences=3"], "needs sampling"),
+    ],
+)
+def test_bad_values_are_rejected_with_what_would_be_valid(overrides, message):
+    cfg = compose_cfg(overrides)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg, ROOT)
+
+
+def test_unknown_group_option_lists_the_available_ones():
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_cfg(["task=sentiment"])
+    assert "text-classification" in str(info.value.__cause__ or info.value)

@@ -206,7 +206,7 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
     name = run_name(cfg, weights.weights)
 
     uri = tracking.tracking_uri(cfg.tracking.uri, root)
-    experiment_id = tracking.ensure_experiment(uri, cfg.tracking.experiment, root) if cfg.tracking.enabled else None
+    experiment_id = tracking.ensure_experiment(uri, cfg.tracking.experiment) if cfg.tracking.enabled else None
     if not cfg.rerun and path.is_file() and records.read_record(path).get("status") == "FINISHED":
         finished = experiment_id is None or tracking.find_finished_run(uri, experiment_id, digest)
         if finished:

@@ -73,7 +73,7 @@ class SweepCallback(Callback):
         os.environ[ENV_SWEEP_DIR] = str(self._sweep_dir)
         if config.tracking.enabled:
             uri = tracking.tracking_uri(config.tracking.uri, root)
-            experiment_id = tracking.ensure_experiment(uri, config.tracking.experiment, root)
+            experiment_id = tracking.ensure_experiment(uri, config.tracking.experiment)
             overrides = " ".join(str(o) for o in config.hydra.overrides.task)
             self._logger = tracking.RunLogger(uri, experiment_id)
             self._logger.start(

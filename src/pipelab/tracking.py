@@ -20,7 +20,11 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 PARAM_VALUE_LIMIT = 6000
-SECRET_KEY = re.compile(r"(token|secret|password|passwd|api[_-]?key|credential|auth)", re.IGNORECASE)
+# A key is secret-looking when its last word names a credential: hf_token, api_key, password, secret...
+# ("max_new_tokens" or "tokens_generated" are not: they are counts).
+SECRET_KEY = re.compile(
+    r"((^|[_-])(token|auth|apikey|credentials?)$)|secret|passw(or)?d|api[_-]?key|private[_-]?key", re.IGNORECASE
+)
 SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9]{20,})\b")
 REDACTED = "***redacted***"
 
@@ -47,8 +51,12 @@ def tracking_uri(configured: str | None, root: Path) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(root)
 
 
-def artifact_root(root: Path) -> str:
-    return (root / "mlruns").resolve().as_uri()
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store live in `mlruns/` next to the database file (None: the server decides)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///"))
+    return (db.parent / "mlruns").resolve().as_uri()
 
 
 def with_retry(fn: Callable[[], T], attempts: int = 8, first_wait: float = 0.2) -> T:
@@ -73,7 +81,7 @@ def client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
-def ensure_experiment(uri: str, name: str, root: Path) -> str:
+def ensure_experiment(uri: str, name: str) -> str:
     """Create the store (first client call runs the migrations) and the experiment; return its id."""
     mlflow_client = client(uri)
 
@@ -82,8 +90,7 @@ def ensure_experiment(uri: str, name: str, root: Path) -> str:
         if found is not None:
             return found.experiment_id
         try:
-            location = artifact_root(root) if uri.startswith("sqlite:") else None
-            return mlflow_client.create_experiment(name, artifact_location=location)
+            return mlflow_client.create_experiment(name, artifact_location=artifact_root(uri))
         except Exception:
             found = mlflow_client.get_experiment_by_name(name)  # another process created it meanwhile
             if found is None:

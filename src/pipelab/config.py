@@ -107,6 +107,7 @@ class ProfileSchema:
     name: str = "hub"
     weights: str = "pretrained"
     offline: bool = False
+    task_call: dict[str, Any] = field(default_factory=dict)  # task name -> call kwargs merged over task.call
 
 
 @dataclass

@@ -25,6 +25,7 @@ from pipelab import bench, console, records, sweep, tracking
 from pipelab.assets import AssetStore
 from pipelab.config import ConfigError, load_model_config, validate_config
 from pipelab.devices import resolve_device
+from pipelab.redaction import redact
 from pipelab.schemas import to_jsonable, validate_output
 from pipelab.tasks import Case, CaseResult, TaskContext, get_task
 from pipelab.weights import ResolvedWeights, resolve_weights
@@ -173,6 +174,10 @@ def _prepare(cfg: DictConfig, root: Path) -> tuple[Any, TaskContext, list[Case],
     device, dtype = resolve_device(cfg.device.name, cfg.device.dtype)
     resolve_model(cfg, root, device)
     validate_config(cfg, root)  # again with the resolved model (task/model pairing)
+    profile_call = cfg.profile.task_call.get(cfg.task.name)
+    if profile_call:
+        with open_dict(cfg):
+            cfg.task.call = OmegaConf.merge(cfg.task.call, profile_call)
     task = get_task(cfg.task.name)
     assets = AssetStore(
         dict(OmegaConf.to_container(cfg.task.assets, resolve=True) or {}),
@@ -248,14 +253,18 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
             "error": f"{type(exc).__name__}: {exc}",
             "traceback": traceback.format_exc(),
         }
-        records.write_record(
-            path, _base_record(cfg, config_dict, weights, device, dtype, name, digest, tags, started) | failure
-        )
+        # Never replace a finished record of the same config with a failure: keep the failure beside it.
+        failed_path = path
+        if path.is_file() and records.read_record(path).get("status") == "FINISHED":
+            failed_path = path.with_name(path.stem + ".failed.json")
+        base = _base_record(cfg, config_dict, weights, device, dtype, name, digest, tags, started)
+        records.write_record(failed_path, redact(base | failure))
         if logger is not None:
             logger.log_artifacts({"traceback.txt": failure["traceback"], "config.yaml": _config_yaml(config_dict)})
             logger.end("FAILED")
-        sweep.note_job(cfg, {"name": name, "status": "FAILED", "error": failure["error"], "record": str(path)})
+        sweep.note_job(cfg, {"name": name, "status": "FAILED", "error": failure["error"], "record": str(failed_path)})
         raise
+    record = redact(record)
     records.write_record(path, record)
     if logger is not None:
         logger.log(metrics=record["metrics"], tags={"course_verdict": record["course_verdict"]})
@@ -279,11 +288,11 @@ def _params_view(config: dict[str, Any]) -> dict[str, Any]:
     task = view.get("task", {})
     task["cases"] = len(task.get("cases", []))
     task["expectations"] = len(task.get("expectations", []))
-    return tracking.redact(view)
+    return redact(view)
 
 
 def _config_yaml(config: dict[str, Any]) -> str:
-    return OmegaConf.to_yaml(OmegaConf.create(tracking.redact(config)))
+    return OmegaConf.to_yaml(OmegaConf.create(redact(config)))
 
 
 def _base_record(cfg, config_dict, weights, device, dtype, name, digest, tags, started) -> dict[str, Any]:  # noqa: ANN001
@@ -305,7 +314,7 @@ def _base_record(cfg, config_dict, weights, device, dtype, name, digest, tags, s
         "ablation": {"name": cfg.ablation.name, "point": ablation_point(cfg)},
         "config_hash": digest,
         "tags": tags,
-        "config": tracking.redact(config_dict),
+        "config": redact(config_dict),
         "started_at": started.isoformat(),
     }
 

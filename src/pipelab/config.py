@@ -30,6 +30,9 @@ TASKS = (
 )
 
 
+MAX_BENCH_ITERATIONS = 10_000  # bench.BenchSettings.max_iterations: the timed loop's safety cap
+
+
 class ConfigError(ValueError):
     """A config value is wrong; the message says which, and what would be valid."""
 
@@ -235,6 +238,8 @@ def validate_config(cfg: DictConfig, root: Path) -> None:
         _check_positive(top_k, "task.call.top_k", integer=True)
     _check_positive(cfg.bench.batch_size, "bench.batch_size", integer=True)
     _check_positive(cfg.bench.min_iterations, "bench.min_iterations", integer=True)
+    if cfg.bench.min_iterations > MAX_BENCH_ITERATIONS:
+        raise ConfigError(f"bench.min_iterations must be <= {MAX_BENCH_ITERATIONS}, got {cfg.bench.min_iterations}")
     _check_positive(cfg.bench.warmup, "bench.warmup", strictly=False, integer=True)
     _check_positive(cfg.bench.min_duration_s, "bench.min_duration_s", strictly=False)
     if cfg.task.label_count is not None:

@@ -29,6 +29,7 @@ BAD_INPUTS = [
     (["temperature=warm"], "Value 'warm' of type 'str' could not be converted to Float"),
     (["task=fill-mask", "model=gpt2"], "model 'gpt2' cannot do task 'fill-mask'"),
     (["device=cuda"], "device=cuda but torch"),
+    (["profile=hub"], "run with profile=tiny"),  # HF_HUB_OFFLINE=1 and an empty cache: no weights
     (["device=mps"], "device=mps but torch"),
     (["task=text-generation", "temperature=0"], "temperature must be > 0, got 0.0"),
     (["task=text-generation", "temperature=-0.5"], "temperature must be > 0, got -0.5"),

@@ -92,6 +92,7 @@ class ModelSchema:
     hub_id: str | None = None
     revision: str | None = None
     tasks: list[str] = field(default_factory=list)
+    prompted_tasks: list[str] = field(default_factory=list)  # done by prompting through text-generation
     architecture: str | None = None
     params_millions: float | None = None
     trust_remote_code: bool = False
@@ -186,7 +187,8 @@ def models_for_task(root: Path, task: str) -> list[str]:
     for name in group_choices(root, "model"):
         if name == "auto":
             continue
-        if task in (OmegaConf.load(conf_dir(root) / "model" / f"{name}.yaml").get("tasks") or []):
+        raw = OmegaConf.load(conf_dir(root) / "model" / f"{name}.yaml")
+        if task in (raw.get("tasks") or []) or task in (raw.get("prompted_tasks") or []):
             names.append(name)
     return names
 
@@ -211,7 +213,7 @@ def validate_config(cfg: DictConfig, root: Path) -> None:
     task = cfg.task.name
     if task not in TASKS:
         raise ConfigError(f"unknown task '{task}'. Valid tasks: {', '.join(TASKS)}")
-    if cfg.model.name != "auto" and task not in cfg.model.tasks:
+    if cfg.model.name != "auto" and task not in cfg.model.tasks and task not in cfg.model.prompted_tasks:
         valid = models_for_task(root, task)
         raise ConfigError(
             f"model '{cfg.model.name}' cannot do task '{task}' (it does: {', '.join(cfg.model.tasks) or 'nothing'}). "

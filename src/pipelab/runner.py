@@ -93,6 +93,15 @@ def resolve_model(cfg: DictConfig, root: Path, device: str) -> None:
         cfg.model = load_model_config(root, name)
 
 
+def is_prompted(cfg: DictConfig) -> bool:
+    """An instruct model doing a task by prompting through text-generation (course PR #1277's alternative)."""
+    return cfg.task.name in (cfg.model.get("prompted_tasks") or [])
+
+
+def pipeline_task(cfg: DictConfig) -> str:
+    return "text-generation" if is_prompted(cfg) else cfg.task.pipeline
+
+
 def ablation_point(cfg: DictConfig) -> dict[str, Any]:
     return {axis: to_jsonable(OmegaConf.select(cfg, axis)) for axis in cfg.ablation.axes}
 
@@ -106,7 +115,7 @@ _SHORT = {
 
 
 def run_name(cfg: DictConfig, weights: str) -> str:
-    parts = [cfg.task.name, cfg.model.name]
+    parts = [cfg.task.name, cfg.model.name + (" (prompted)" if is_prompted(cfg) else "")]
     if cfg.task.name == "text-generation":
         parts.append("greedy" if not cfg.task.generation.do_sample else f"T={cfg.temperature:g}")
     for axis, value in ablation_point(cfg).items():
@@ -178,7 +187,7 @@ def _prepare(cfg: DictConfig, root: Path) -> tuple[Any, TaskContext, list[Case],
     if profile_call:
         with open_dict(cfg):
             cfg.task.call = OmegaConf.merge(cfg.task.call, profile_call)
-    task = get_task(cfg.task.name)
+    task = get_task(cfg.task.name, prompted=is_prompted(cfg))
     assets = AssetStore(
         dict(OmegaConf.to_container(cfg.task.assets, resolve=True) or {}),
         root / cfg.data_dir,
@@ -322,7 +331,7 @@ def _base_record(cfg, config_dict, weights, device, dtype, name, digest, tags, s
 def _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, tags, started) -> dict[str, Any]:  # noqa: ANN001
     from transformers import set_seed
 
-    loaded, cache_hit = load_pipeline(cfg.task.pipeline, weights, device, dtype, cfg.model)
+    loaded, cache_hit = load_pipeline(pipeline_task(cfg), weights, device, dtype, cfg.model)
     ctx.pipe = loaded.pipe
     aggregated = cfg.task.call.get("aggregation_strategy", "simple") != "none"
     results: list[CaseResult] = []

@@ -76,16 +76,28 @@ def _hub(model: Any, cache_dir: Path, *, offline: bool) -> tuple[Path, str]:
         raise WeightsUnavailable(f"model '{model.name}' has no hub_id")
     revision = model.get("revision") or "main"
     local_only = offline or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-    try:
-        path = Path(
+
+    def fetch(local_files_only: bool) -> Path:
+        return Path(
             snapshot_download(
                 model.hub_id,
                 revision=revision,
                 cache_dir=str(cache_dir),
                 allow_patterns=HUB_ALLOW_PATTERNS,
-                local_files_only=local_only,
+                local_files_only=local_files_only,
             )
         )
+
+    try:
+        try:
+            path = fetch(local_files_only=True)  # a pinned commit already cached needs no network at all
+        except LocalEntryNotFoundError:
+            if local_only:
+                raise
+            _check_hub_reachable()  # seconds, instead of the client's retries against a network that is not there
+            path = fetch(local_files_only=False)
+    except WeightsUnavailable:
+        raise
     except LocalEntryNotFoundError as exc:
         where = "is not in the local cache" if local_only else "could not be downloaded (no connection to the Hub?)"
         raise WeightsUnavailable(
@@ -104,6 +116,24 @@ def _hub(model: Any, cache_dir: Path, *, offline: bool) -> tuple[Path, str]:
             "(pickled .bin weights can run code on load). Pick a revision that has model.safetensors"
         )
     return path, path.name  # snapshots/<commit sha>
+
+
+def _check_hub_reachable(timeout: float = 5.0) -> None:
+    """Fail in seconds when the Hub's host cannot be reached (DNS or TCP), naming profile=tiny."""
+    import socket
+    import urllib.parse
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = urllib.parse.urlparse(endpoint).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return
+    except OSError as exc:
+        raise WeightsUnavailable(
+            f"cannot reach the Hugging Face Hub at {host} ({exc}). On a machine without the Hub, run with "
+            "profile=tiny (small random-weight models built locally), or copy a filled data/hub cache here and "
+            "set profile.offline=true"
+        ) from exc
 
 
 def hub_cache_dir(data_dir: Path) -> Path:

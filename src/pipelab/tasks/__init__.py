@@ -31,10 +31,17 @@ TASK_TYPES: dict[str, type[Task]] = {
 }
 
 
-def get_task(name: str) -> Task:
-    """The task module for a task name (config names, e.g. 'ner', 'zero-shot-classification')."""
+def get_task(name: str, *, prompted: bool = False) -> Task:
+    """The task module for a task name (config names, e.g. 'ner', 'zero-shot-classification').
+
+    prompted=True: the task done by an instruct model through text-generation (pipelab.tasks.prompted).
+    """
     if name not in TASK_TYPES:
         raise KeyError(f"unknown task '{name}'. Valid tasks: {', '.join(TASK_TYPES)}")
+    if prompted:
+        from pipelab.tasks.prompted import prompted_task
+
+        return prompted_task(name)
     return TASK_TYPES[name]()
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
 FAST = ["profile=tiny", "bench.warmup=0", "bench.min_iterations=2", "bench.min_duration_s=0"]
@@ -118,3 +118,46 @@ def test_same_seed_same_text_other_seed_other_text(tmp_path, shared_data_dir):
     first = texts(7, tmp_path / "a")
     assert texts(7, tmp_path / "b") == first
     assert texts(8, tmp_path / "c") != first
+
+
+TEN_TASKS = (
+    "text-classification,zero-shot-classification,text-generation,fill-mask,ner,question-answering,"
+    "summarization,translation,image-classification,automatic-speech-recognition"
+)
+
+
+@pytest.mark.slow
+def test_the_ten_course_tasks_run_as_one_tiny_multirun_with_valid_schemas(tmp_path, shared_data_dir):
+    result = run_cli(["-m", f"task={TEN_TASKS}", *FAST, *isolated(tmp_path, shared_data_dir)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "10 jobs: 10 FINISHED" in result.stdout
+    runs = mlflow_runs(tmp_path)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.data.tags["task"] for r in children) == sorted(TEN_TASKS.split(","))
+    for task in TEN_TASKS.split(","):
+        (record,) = records(tmp_path, task)
+        course = [c for c in record["cases"] if c["kind"] == "course"]
+        assert course and all(c["valid"] for c in course), (task, [c["problems"] or c["error"] for c in course])
+        assert record["course_verdict"] in ("tiny weights: not checked", "no course expectation for this task")
+        assert record["model"]["weights"] == "tiny-random"
+        # every case is either a valid output or a recorded error: nothing is silently dropped
+        for case in record["cases"]:
+            assert case["valid"] or case["error"] or case["problems"], (task, case["id"])
+
+
+@pytest.mark.slow
+def test_user_input_runs_as_an_extra_case_with_real_decoding(tmp_path, shared_data_dir):
+    from PIL import Image
+
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(picture)
+    args = ["task=image-classification", f"input={picture}", "tracking.enabled=false"]
+    result = run_cli([*args, *FAST, *isolated(tmp_path, shared_data_dir)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = records(tmp_path, "image-classification")
+    user = next(c for c in record["cases"] if c["kind"] == "user")
+    assert user["valid"] and user["input"]["size"] == [40, 30] and user["input"]["source"] == str(picture)
+    grey = next(c for c in record["cases"] if c["id"] == "edge-grayscale")
+    assert grey["input"]["mode"] == "L" and grey["valid"]
+    cat = next(c for c in record["cases"] if c["id"] == "course-cat")
+    assert cat["input"]["size"] == [451, 300] and "chelsea" in cat["input"]["source"]  # skimage's real photo

@@ -143,6 +143,12 @@ def test_the_ten_course_tasks_run_as_one_tiny_multirun_with_valid_schemas(tmp_pa
         # every case is either a valid output or a recorded error: nothing is silently dropped
         for case in record["cases"]:
             assert case["valid"] or case["error"] or case["problems"], (task, case["id"])
+    # bad case input is data: a text far beyond the window is truncated and the record says so
+    (sentiment,) = records(tmp_path, "text-classification")
+    long_case = next(c for c in sentiment["cases"] if c["id"] == "edge-long")
+    assert long_case["valid"] and any("truncated to the model's 512-token window" in n for n in long_case["notes"])
+    empty = next(c for c in sentiment["cases"] if c["id"] == "edge-empty")
+    assert empty["valid"] or empty["error"]
 
 
 @pytest.mark.slow

@@ -61,12 +61,21 @@ def download(url: str, dest_dir: Path, sha256: str | None = None, timeout: float
             f"could not download {url} ({exc}). This machine may be offline: run with profile=tiny, which "
             f"uses bundled offline inputs, or put the file at {target} yourself"
         ) from exc
-    got = sha256_of(tmp)
-    if sha256 is not None and got != sha256:
+    try:
+        verify_checksum(tmp, sha256, what=url)
+    except AssetError:
         tmp.unlink(missing_ok=True)
-        raise AssetError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {got}; nothing was kept")
+        raise
     tmp.replace(target)
     return target
+
+
+def verify_checksum(path: Path, sha256: str | None, what: str = "") -> str:
+    """The file's sha256; AssetError when a pinned sha256 is given and differs."""
+    got = sha256_of(path)
+    if sha256 is not None and got != sha256.lower():
+        raise AssetError(f"checksum mismatch for {what or path}: expected sha256 {sha256}, got {got}; nothing was kept")
+    return got
 
 
 def check_input_file(path: str | Path, what: str) -> Path:
@@ -139,6 +148,7 @@ class AssetStore:
         """(PIL image, JSON description) for an asset name, `synthetic:WxH`, or a file path."""
         from PIL import Image
 
+        digest = None
         if ref.startswith("synthetic:"):
             width, height = (int(v) for v in ref.split(":", 1)[1].split("x"))
             rng = np.random.default_rng(0)
@@ -157,11 +167,16 @@ class AssetStore:
             else:
                 img = decode_image(Path(src))
                 source = str(src)
+                digest = sha256_of(Path(src))
         img = img.convert(convert or "RGB")
-        return img, {"image": ref, "source": source, "size": list(img.size), "mode": img.mode}
+        description = {"image": ref, "source": source, "size": list(img.size), "mode": img.mode}
+        if digest:
+            description["sha256"] = digest
+        return img, description
 
     def audio(self, ref: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """({"raw", "sampling_rate"} at 16 kHz mono, JSON description)."""
+        digest = None
         if ref.startswith("synthetic:silence:"):
             seconds = float(ref.rsplit(":", 1)[1])
             raw = np.zeros(int(seconds * TARGET_SAMPLING_RATE), dtype=np.float32)
@@ -172,7 +187,10 @@ class AssetStore:
                 src = resource_path(src.split(":", 1)[1])
             raw, _ = decode_audio(Path(src))
             source = str(src)
+            digest = sha256_of(Path(src))
         description = {"audio": ref, "source": source, "seconds": round(raw.size / TARGET_SAMPLING_RATE, 3)}
+        if digest:
+            description["sha256"] = digest
         if ref in self.assets and self.assets[ref].get("reference"):
             description["reference"] = self.assets[ref]["reference"]
         return {"raw": raw, "sampling_rate": TARGET_SAMPLING_RATE}, description

@@ -77,6 +77,7 @@ class TaskSchema:
     cases: list[CaseSchema] = field(default_factory=list)
     assets: dict[str, AssetSchema] = field(default_factory=dict)
     expectations: list[Any] = field(default_factory=list)
+    prompt: dict[str, Any] = field(default_factory=dict)  # chat templates + generation: tasks/prompted.py
 
 
 @dataclass

@@ -119,7 +119,7 @@ def run_name(cfg: DictConfig, weights: str) -> str:
     if cfg.task.name == "text-generation":
         parts.append("greedy" if not cfg.task.generation.do_sample else f"T={cfg.temperature:g}")
     for axis, value in ablation_point(cfg).items():
-        if axis != "temperature":
+        if axis not in ("temperature", "model.name"):  # both already in the name
             parts.append(f"{_SHORT.get(axis, axis.rsplit('.', 1)[-1])}={value}")
     if weights == "tiny-random":
         parts.append("[tiny]")

@@ -1,0 +1,313 @@
+"""The DVC pipeline: params.yaml and dvc.yaml wiring, and `dvc exp run -S profile=tiny` end to end.
+
+The end-to-end tests run the real DVC CLI on a temporary copy of the repo (git init, the project's files, one
+commit), so they never touch this checkout's dvc.lock, results or MLflow store. Tiny weights already built in
+this checkout's data/tiny (or $PIPELAB_TINY_CACHE) are copied in: fetch then only checks their spec hashes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelab.config import TASKS
+from pipelab.dag import FetchPlan, check_sweep, fetch_plan, load_params, run_environment, sweep_points, task_sweeps
+from pipelab.fetch import fetch_assets, fetch_models, write_manifest
+from pipelab.records import iter_records
+
+ROOT = Path(__file__).resolve().parents[1]
+# What a fresh clone holds (README set-up aside): everything the DAG reads, nothing it writes.
+REPO_FILES = (
+    "conf",
+    "src",
+    "stages",
+    "dvc.yaml",
+    "params.yaml",
+    "pyproject.toml",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvcignore",
+    ".gitignore",
+)
+REPORTS = ("outputs.json", "benchmarks.csv", "comparison.md", "metrics.json", "plots/latency_by_task.png")
+# Modules the run stages may leave out of their deps: the reports (aggregate's), and the fetch stage's own
+# (the run stages depend on its manifest).
+NOT_RUN_MODULES = {"report.py", "fetch.py"}
+
+
+def _stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Wiring (fast)
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_params_yaml_names_every_course_task_and_real_ablations():
+    params = load_params(ROOT / "params.yaml", ROOT)
+    assert sorted(params.tasks) == sorted(TASKS)
+    for task, names in params.tasks.items():
+        for name in names:
+            applies_to = yaml.safe_load((ROOT / "conf" / "ablation" / f"{name}.yaml").read_text())["ablation"]["tasks"]
+            assert not applies_to or task in applies_to, f"{name} does not apply to {task}"
+
+
+def test_task_sweeps_pass_the_dag_params_as_hydra_overrides():
+    params = load_params(ROOT / "params.yaml", ROOT)
+    sweeps = task_sweeps(params, "text-generation")
+    assert [s.label for s in sweeps] == ["course", *params.tasks["text-generation"]]
+    course = sweeps[0].overrides
+    assert "task=text-generation" in course and f"profile={params.profile}" in course
+    assert f"bench.warmup={params.bench['warmup']}" in course
+    assert all(not o.startswith("ablation=") for o in course)
+    assert sweeps[1].overrides[-1] == f"ablation={params.tasks['text-generation'][0]}"
+
+
+def test_load_params_rejects_unknown_tasks_ablations_and_profiles(tmp_path):
+    good = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key, value, message in [
+        ("profile", "cloud", "profile 'cloud'"),
+        ("tasks", {"text-to-speech": {"ablations": []}}, "unknown task 'text-to-speech'"),
+        ("tasks", {"ner": {"ablations": ["temprature"]}}, "temprature"),
+    ]:
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(good | {key: value}))
+        with pytest.raises(ValueError, match=message):
+            load_params(path, ROOT)
+
+
+def test_tiny_runs_get_one_torch_thread_and_hub_runs_keep_the_default(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for profile, expected in [("tiny", "1"), ("hub", "from the caller")]:
+        path = tmp_path / f"{profile}.yaml"
+        path.write_text(yaml.safe_dump(raw | {"profile": profile}))
+        env = run_environment(load_params(path, ROOT), {"OMP_NUM_THREADS": "from the caller", "PATH": "/bin"})
+        assert env["OMP_NUM_THREADS"] == expected and env["PATH"] == "/bin"
+    path.write_text(yaml.safe_dump(raw | {"threads": {"hub": 0, "tiny": 1}}))
+    with pytest.raises(ValueError, match="threads.hub"):
+        load_params(path, ROOT)
+
+
+def test_fetch_builds_a_tiny_model_once_and_writes_the_same_manifest_again(tmp_path):
+    cat = {"url": "https://example.invalid/cat.jpeg", "sha256": None, "offline": "skimage:chelsea"}
+    plan = FetchPlan("tiny", ("distilbert-sst2",), {"image-classification/cat": cat})
+    marker = tmp_path / "data" / "tiny" / "distilbert-sst2" / "pipelab_tiny.json"
+    manifests, built_at = [], []
+    for _ in range(2):
+        models = fetch_models(ROOT, plan, tmp_path / "data")
+        assets = fetch_assets(plan, tmp_path / "data", offline=True)  # offline: the stand-in, no download
+        write_manifest(tmp_path / "manifest.json", plan, models, assets)
+        manifests.append((tmp_path / "manifest.json").read_bytes())
+        built_at.append(marker.stat().st_mtime_ns)
+    assert manifests[0] == manifests[1]
+    assert built_at[0] == built_at[1]  # the second fetch checked the spec hash and rebuilt nothing
+    manifest = json.loads(manifests[0])
+    assert manifest["models"][0] | {"revision": ""} == {
+        "name": "distilbert-sst2",
+        "id": "tiny-random/distilbert-sst2",
+        "revision": "",
+        "weights": "tiny-random",
+        "path": "tiny/distilbert-sst2",
+    }
+    assert manifest["assets"][0]["source"] == "skimage:chelsea" and len(manifest["assets"][0]["sha256"]) == 64
+
+
+def test_run_stages_depend_on_every_library_module_except_the_reports():
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["run"]["do"]
+    deps = set(stage["deps"])
+    missing = []
+    for path in sorted((ROOT / "src" / "pipelab").rglob("*")):
+        if path.is_dir() or "__pycache__" in path.parts or path.name in NOT_RUN_MODULES:
+            continue
+        rel = path.relative_to(ROOT)
+        covered = any(str(rel) == dep or str(rel).startswith(dep.rstrip("/") + "/") for dep in deps)
+        if not covered and path.suffix == ".py":
+            missing.append(str(rel))
+    assert not missing, f"add these to the deps of `run` in dvc.yaml (or to NOT_RUN_MODULES): {missing}"
+    assert "conf/task/${key}.yaml" in deps and "conf/task" not in deps  # one task's edit re-runs one stage
+
+
+def test_check_sweep_flags_jobs_without_a_record(tmp_path):
+    sweep_dir, records = tmp_path / "sweep", tmp_path / "results" / "runs" / "ner"
+    for job in ("0", "1"):
+        (sweep_dir / job).mkdir(parents=True)
+    rows = [{"name": "ner a", "status": "FAILED", "record": str(records / "a.json")}]
+    (sweep_dir / "pipelab_jobs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert check_sweep(sweep_dir, records)[1] == ["1 of 2 jobs left no record (errors above)"]
+    rows.append({"name": "ner b", "status": "FINISHED", "record": str(tmp_path / "elsewhere.json")})
+    (sweep_dir / "pipelab_jobs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert "outside" in check_sweep(sweep_dir, records)[1][0]
+    assert check_sweep(tmp_path / "never-ran", records)[1][0].startswith("launched no job")
+
+
+@pytest.mark.slow
+def test_fetch_plan_holds_every_model_an_ablation_sweeps():
+    params = load_params(ROOT / "params.yaml", ROOT)
+    plan = fetch_plan(ROOT, params, "cpu")
+    for name in ("gpt2", "smollm2-360m", "nlptown-sentiment", "m2m100-418m", "whisper-tiny", "bert-base-cased"):
+        assert name in plan.models
+    assert "whisper-large-v3" not in plan.models  # the GPU default of ASR: not on a CPU machine
+    assert {"image-classification/cat", "automatic-speech-recognition/mlk"} <= set(plan.assets)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The offline DAG end to end (slow: a few minutes)
+# --------------------------------------------------------------------------------------------------------
+
+
+def _env(repo: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELAB_", "MLFLOW_", "DVC_"))}
+    env.update(
+        {
+            # dvc.yaml says `python`: the interpreter running these tests, and the copy's sources.
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            "PYTHONPATH": str(repo / "src"),
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _run(args: list[str], repo: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=repo, env=_env(repo), capture_output=True, text=True, timeout=timeout)
+
+
+def _dvc(args: list[str], repo: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    done = _run([str(Path(sys.executable).parent / "dvc"), *args], repo, timeout)
+    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def dag(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A fresh clone-like copy, then `dvc exp run -S profile=tiny` (the README's offline command)."""
+    repo = tmp_path_factory.mktemp("dag") / "repo"
+    repo.mkdir()
+    for name in REPO_FILES:
+        source, target = ROOT / name, repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+    tiny = Path(os.environ.get("PIPELAB_TINY_CACHE") or ROOT / "data" / "tiny")
+    if tiny.is_dir():
+        shutil.copytree(tiny, repo / "data" / "tiny")
+    git = ["git", "-c", "user.name=pipelab-test", "-c", "user.email=test@pipelab.invalid"]
+    for args in (["git", "init", "-q"], ["git", "add", "-A"], [*git, "commit", "-qm", "clone"]):
+        assert _run(args, repo).returncode == 0
+    started = time.perf_counter()
+    first = _dvc(["exp", "run", "-S", "profile=tiny"], repo, timeout=3600)
+    return {"repo": repo, "output": first.stdout + first.stderr, "seconds": time.perf_counter() - started}
+
+
+@pytest.mark.slow
+def test_offline_dag_runs_every_stage_and_writes_every_report(dag):
+    repo = dag["repo"]
+    print(f"\ntiny DAG wall time: {dag['seconds']:.0f} s")
+    ran = _stages_run(dag["output"])
+    assert sorted(ran) == sorted(["fetch", "offline_plots", "aggregate", *(f"run@{task}" for task in TASKS)])
+    assert ran.index("fetch") < ran.index("run@ner") < ran.index("aggregate")
+    for name in REPORTS:
+        assert (repo / "results" / name).is_file(), name
+    assert yaml.safe_load((repo / "params.yaml").read_text())["profile"] == "tiny"
+
+
+@pytest.mark.slow
+def test_every_job_left_a_finished_record_and_every_record_is_in_the_reports(dag):
+    repo = dag["repo"]
+    records = {p.relative_to(repo / "results").as_posix(): r for p, r in iter_records(repo / "results")}
+    assert {r["task"] for r in records.values()} == set(TASKS)
+    failed = {path: r.get("error") for path, r in records.items() if r["status"] != "FINISHED"}
+    assert not failed
+    assert all(r["profile"] == "tiny" and r["model"]["weights"] == "tiny-random" for r in records.values())
+    params = load_params(repo / "params.yaml", repo)
+    jobs = sum(len(sweep_points(repo, s)) for task in params.tasks for s in task_sweeps(params, task))
+    assert len(records) == jobs
+
+    outputs = json.loads((repo / "results" / "outputs.json").read_text())
+    assert {e["record"] for runs in outputs["tasks"].values() for e in runs} == set(records)
+    assert set(outputs["tasks"]) == set(TASKS)
+    with (repo / "results" / "benchmarks.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(row["record"] for row in rows) == sorted(records)
+    comparison = (repo / "results" / "comparison.md").read_text()
+    for task in TASKS:
+        assert f"\n## {task}\n" in comparison
+    assert comparison.count("**Verdict:**") == len(TASKS)
+    metrics = json.loads((repo / "results" / "metrics.json").read_text())
+    assert metrics["runs"] == {"total": len(records), "finished": len(records), "failed": 0}
+
+
+@pytest.mark.slow
+def test_mlflow_tracking_stays_on_during_the_dag(dag):
+    from mlflow.tracking import MlflowClient
+
+    repo = dag["repo"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("pipelab")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(children) == sum(1 for _ in iter_records(repo / "results"))
+
+
+@pytest.mark.slow
+def test_a_second_repro_runs_nothing(dag):
+    repo = dag["repo"]
+    started = time.perf_counter()
+    again = _dvc(["repro"], repo)
+    print(f"\nno-op dvc repro: {time.perf_counter() - started:.1f} s")
+    assert _stages_run(again.stdout) == []
+    assert "Data and pipelines are up to date." in _dvc(["status"], repo).stdout
+
+
+@pytest.mark.slow
+def test_plots_show_renders_offline(dag):
+    import vl_convert
+
+    repo = dag["repo"]
+    _dvc(["plots", "show"], repo)
+    page = (repo / "dvc_plots" / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "<script src" not in page
+    assert "window.vegaEmbed=" in page.replace(" ", "")
+    curves = sorted((repo / "results" / "plots" / "dvc").rglob("*.csv"))
+    assert page.count("vegaEmbed('#") == len(curves) > 0
+    shown = json.loads(_dvc(["plots", "show", "--json"], repo).stdout)
+    specs = [item["content"] for items in shown["data"].values() for item in items if item.get("type") == "vega"]
+    assert len(specs) == len(curves)
+    for spec in specs[:3]:  # the specs DVC fills are valid vega-lite: they render without a browser
+        assert vl_convert.vegalite_to_svg(spec).startswith("<svg")
+
+
+@pytest.mark.slow
+def test_exp_show_and_metrics_show_read_the_dag_metrics(dag):
+    repo = dag["repo"]
+    table = _dvc(["exp", "show", "--md"], repo).stdout
+    assert "runs.total" in table and "profile" in table
+    shown = json.loads(_dvc(["metrics", "show", "--json"], repo).stdout)
+    assert "results/metrics.json" in json.dumps(shown)
+
+
+@pytest.mark.slow
+def test_editing_one_task_config_reruns_only_that_task_and_aggregate(dag):
+    repo = dag["repo"]
+    config = repo / "conf" / "task" / "ner.yaml"
+    config.write_text(config.read_text() + "# edited by tests/test_dag.py\n")
+    status = _dvc(["status"], repo).stdout
+    assert "run@ner" in status and "run@text-generation" not in status and "fetch" not in status
+    rerun = _dvc(["repro"], repo, timeout=1800)
+    assert sorted(_stages_run(rerun.stdout)) == ["aggregate", "run@ner"]
+    assert "Data and pipelines are up to date." in _dvc(["status"], repo).stdout

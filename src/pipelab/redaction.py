@@ -13,6 +13,7 @@ SECRET_KEY = re.compile(
 SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9]{20,})\b")
 REDACTED = "***redacted***"
 
+
 def redact(value: Any, key: str = "") -> Any:
     """Drop anything that looks like a secret: by key name (token, password, api_key...) or by value shape."""
     if key and SECRET_KEY.search(key.rsplit(".", 1)[-1]):
@@ -21,6 +22,18 @@ def redact(value: Any, key: str = "") -> Any:
         return {k: redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
+    if isinstance(value, str) and SECRET_VALUE.search(value):
+        return SECRET_VALUE.sub(REDACTED, value)
+    return value
+
+
+def redact_values(value: Any) -> Any:
+    """Redact secret-shaped strings only, whatever their key: for pipeline inputs and outputs, whose keys are
+    the task's schema (fill-mask's `token` is a token id, not a credential)."""
+    if isinstance(value, dict):
+        return {k: redact_values(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_values(v) for v in value]
     if isinstance(value, str) and SECRET_VALUE.search(value):
         return SECRET_VALUE.sub(REDACTED, value)
     return value

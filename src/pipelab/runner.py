@@ -25,7 +25,7 @@ from pipelab import bench, console, records, sweep, tracking
 from pipelab.assets import AssetStore
 from pipelab.config import ConfigError, load_model_config, validate_config
 from pipelab.devices import resolve_device
-from pipelab.redaction import redact
+from pipelab.redaction import redact, redact_values
 from pipelab.schemas import to_jsonable, validate_output
 from pipelab.tasks import Case, CaseResult, TaskContext, get_task
 from pipelab.weights import ResolvedWeights, resolve_weights
@@ -273,7 +273,8 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
             logger.end("FAILED")
         sweep.note_job(cfg, {"name": name, "status": "FAILED", "error": failure["error"], "record": str(failed_path)})
         raise
-    record = redact(record)
+    # Config and tags by key and value; cases by value only (their keys are the task's output schema).
+    record = redact({k: v for k, v in record.items() if k != "cases"}) | {"cases": redact_values(record["cases"])}
     records.write_record(path, record)
     if logger is not None:
         logger.log(metrics=record["metrics"], tags={"course_verdict": record["course_verdict"]})
@@ -437,10 +438,10 @@ def _case_json(r: CaseResult) -> dict[str, Any]:
 def _course_checks(cfg: DictConfig, task: Any, results: list[CaseResult], weights: ResolvedWeights) -> dict[str, Any]:
     """Course expectations: checked on pretrained weights of the course's default model only."""
     expectations = OmegaConf.to_container(cfg.task.expectations, resolve=True) or []
-    if not expectations:
-        return {"total": 0, "passed": 0, "items": [], "verdict": "no course expectation for this task"}
     if weights.weights == "tiny-random":
         return {"total": 0, "passed": 0, "items": [], "verdict": "tiny weights: not checked"}
+    if not expectations:
+        return {"total": 0, "passed": 0, "items": [], "verdict": "no course expectation for this task"}
     course_models = {cfg.task.default_model, cfg.task.get("default_model_gpu")}
     if cfg.model.name not in course_models:
         return {

@@ -335,8 +335,8 @@ def test_qa_prompted_ablation_runs_beside_the_dedicated_model(tmp_path, shared_d
     children = [r for r in mlflow_runs(tmp_path) if "mlflow.parentRunId" in r.data.tags]
     names = sorted(r.info.run_name for r in children)
     assert names == [
-        "question-answering distilbert-squad name=distilbert-squad [tiny]",
-        f"question-answering {MODEL} (prompted) name={MODEL} [tiny]",
+        "question-answering distilbert-squad [tiny]",
+        f"question-answering {MODEL} (prompted) [tiny]",
     ]
     for run in children:
         assert run.info.status == "FINISHED" and run.data.tags["ablation"] == "qa_prompted"

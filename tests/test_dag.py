@@ -100,13 +100,13 @@ def test_tiny_runs_get_one_torch_thread_and_hub_runs_keep_the_default(tmp_path):
 
 
 def test_fetch_builds_a_tiny_model_once_and_writes_the_same_manifest_again(tmp_path):
-    cat = {"url": "https://example.invalid/cat.jpeg", "sha256": None, "offline": "skimage:chelsea"}
+    cat = {"hub": {"repo_id": "x/images", "filename": "cat.jpeg"}, "sha256": None, "offline": "skimage:chelsea"}
     plan = FetchPlan("tiny", ("distilbert-sst2",), {"image-classification/cat": cat})
     marker = tmp_path / "data" / "tiny" / "distilbert-sst2" / "pipelab_tiny.json"
     manifests, built_at = [], []
     for _ in range(2):
         models = fetch_models(ROOT, plan, tmp_path / "data")
-        assets = fetch_assets(plan, tmp_path / "data", offline=True)  # offline: the stand-in, no download
+        assets = fetch_assets(plan, tmp_path / "data", stand_ins=True, local_only=True)  # the stand-in
         write_manifest(tmp_path / "manifest.json", plan, models, assets)
         manifests.append((tmp_path / "manifest.json").read_bytes())
         built_at.append(marker.stat().st_mtime_ns)

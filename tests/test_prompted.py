@@ -47,7 +47,7 @@ def compose_cfg(overrides: list[str]):
 
 
 def context_for(overrides: list[str], tmp_path: Path) -> TaskContext:
-    return TaskContext(cfg=compose_cfg(overrides), assets=AssetStore({}, tmp_path, offline=True))
+    return TaskContext(cfg=compose_cfg(overrides), assets=AssetStore({}, tmp_path, stand_ins=True))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,16 +1,14 @@
-"""Input images and audio: download once with a checksum, decode, resample.
+"""Input images and audio: fetch once with a checksum, decode, resample.
 
-Images are decoded with PIL and audio with soundfile, resampled with librosa to 16 kHz mono float32, so no
-pipeline ever fetches a URL or needs ffmpeg. Offline (profile=tiny, or an asset with no URL) the stand-ins
+The course's inputs come from their Hub dataset repos at a pinned revision (``pipelab.hub``), checked against a
+sha256. Images are decoded with PIL and audio with soundfile, resampled with librosa to 16 kHz mono float32, so
+no pipeline ever fetches a URL or needs ffmpeg. On profile=tiny (or an asset with no Hub file) the stand-ins
 ship with the installed packages: scikit-image's real cat photo and pipelab's bundled espeak-ng clip.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -33,48 +31,53 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def safe_filename(url: str) -> str:
-    """A file name for a URL that cannot escape the download folder (no separators, no dot-dot, no hidden)."""
-    name = Path(urllib.parse.urlparse(url).path).name or "download"
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")
-    return name or "download"
+def fetch_hub_file(spec: dict[str, Any], cache_dir: Path, *, local_only: bool) -> tuple[Path, dict[str, Any]]:
+    """An input file from a Hub repo at its pinned revision: (local path, where it came from).
 
+    Checked against a sha256: the task config's when it sets one, else the Hub's own LFS sha256 of the file, else
+    (a file the Hub stores outside LFS, with no sha256 in the config) the one recorded by the first download.
+    A file fetched before resolves from the cache with no network call and is verified again.
+    """
+    from pipelab import hub
 
-def download(url: str, dest_dir: Path, sha256: str | None = None, timeout: float = 30.0) -> Path:
-    """Fetch an https URL once into dest_dir, verify sha256 when given; reuse a verified copy."""
-    if urllib.parse.urlparse(url).scheme != "https":
-        raise AssetError(f"refusing to download {url!r}: only https URLs are fetched")
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    target = dest_dir / safe_filename(url)
-    if target.resolve().parent != dest_dir.resolve():
-        raise AssetError(f"download target {target} would escape {dest_dir}")
-    if target.is_file() and (sha256 is None or sha256_of(target) == sha256):
-        return target
-    tmp = target.with_name(target.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, tmp.open("wb") as fh:  # noqa: S310
-            while block := response.read(1 << 20):
-                fh.write(block)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
+    where = spec["hub"]
+    repo_id, repo_type, filename = where["repo_id"], where.get("repo_type") or "dataset", where["filename"]
+    revision = where.get("revision") or "main"
+    label = f"{repo_type} {repo_id}/{filename} @ {revision}"
+    cached = hub.cached_file(repo_id, repo_type, filename, revision, cache_dir)
+    if cached is not None:
+        path, record = cached
+        expected = spec.get("sha256") or record["sha256"]
+        return path, {"source": label, "commit": record["commit"], "sha256": verify_checksum(path, expected, label)}
+    if local_only:
         raise AssetError(
-            f"could not download {url} ({exc}). This machine may be offline: run with profile=tiny, which "
-            f"uses bundled offline inputs, or put the file at {target} yourself"
-        ) from exc
+            f"{label} is not in the local cache {cache_dir}: run `python stages/fetch.py` on a machine online, "
+            "or use profile=tiny (bundled stand-ins)"
+        )
     try:
-        verify_checksum(tmp, sha256, what=url)
+        hub.check_reachable()
+        plan = hub.plan_file(repo_id, repo_type, filename, revision)
+        path = hub.download_file(plan, cache_dir)
+    except (hub.HubUnreachable, hub.HubRefusal) as exc:
+        raise AssetError(f"{exc}. Offline? Run with profile=tiny, which uses bundled stand-ins") from exc
+    try:
+        got = verify_checksum(path, spec.get("sha256") or plan.sha256, label)
     except AssetError:
-        tmp.unlink(missing_ok=True)
+        blob = path.resolve()
+        path.unlink(missing_ok=True)
+        blob.unlink(missing_ok=True)
         raise
-    tmp.replace(target)
-    return target
+    hub.record_file(plan, cache_dir, got)
+    return path, {"source": label, "commit": plan.commit, "sha256": got}
 
 
 def verify_checksum(path: Path, sha256: str | None, what: str = "") -> str:
     """The file's sha256; AssetError when a pinned sha256 is given and differs."""
     got = sha256_of(path)
     if sha256 is not None and got != sha256.lower():
-        raise AssetError(f"checksum mismatch for {what or path}: expected sha256 {sha256}, got {got}; nothing was kept")
+        raise AssetError(
+            f"checksum mismatch for {what or path}: expected sha256 {sha256}, got {got}; the file was not kept"
+        )
     return got
 
 
@@ -128,18 +131,23 @@ def resource_path(name: str) -> Path:
 
 @dataclass
 class AssetStore:
-    """Resolves the asset names of a task config to decoded inputs for one profile."""
+    """Resolves the asset names of a task config to decoded inputs for one profile.
+
+    stand_ins: use each asset's bundled offline stand-in (profile=tiny); otherwise its Hub file (downloaded once
+    into data/hub; with local_only, from that cache alone).
+    """
 
     assets: dict[str, Any]
     data_dir: Path
-    offline: bool
+    stand_ins: bool
+    local_only: bool = False
 
     def _file(self, name: str) -> Path | str:
         if name not in self.assets:
             raise AssetError(f"unknown asset '{name}'. Assets of this task: {', '.join(self.assets) or 'none'}")
         spec = self.assets[name]
-        if spec.get("url") and not self.offline:
-            return download(spec["url"], self.data_dir / "assets", spec.get("sha256"))
+        if spec.get("hub") and not self.stand_ins:
+            return fetch_hub_file(spec, self.data_dir / "hub", local_only=self.local_only)[0]
         if spec.get("offline"):
             return spec["offline"]
         raise AssetError(f"asset '{name}' has no offline stand-in; run with profile=hub on a machine online")

@@ -56,10 +56,18 @@ class GenerationSchema:
 
 
 @dataclass
+class HubFileSchema:
+    repo_id: str = MISSING
+    filename: str = MISSING
+    repo_type: str = "dataset"
+    revision: str = "main"  # a commit sha pins it; a branch is pinned by the first fetch (data/hub/pipelab/)
+
+
+@dataclass
 class AssetSchema:
-    url: str | None = None
-    sha256: str | None = None
-    offline: str | None = None  # skimage:<name> | resource:<file> (used by profile=tiny and when url is null)
+    hub: HubFileSchema | None = None  # profile=hub: this file of a Hub repo, at its revision
+    sha256: str | None = None  # null: the Hub's LFS sha256, else the first download's (recorded, then verified)
+    offline: str | None = None  # skimage:<name> | resource:<file> (profile=tiny, and assets with no hub file)
     reference: str | None = None
 
 
@@ -112,6 +120,7 @@ class ProfileSchema:
     name: str = "hub"
     weights: str = "pretrained"
     offline: bool = False
+    allow_pickle: bool = False  # true: a pin with only pytorch_model.bin loads it (torch.load weights_only=True)
     task_call: dict[str, Any] = field(default_factory=dict)  # task name -> call kwargs merged over task.call
 
 

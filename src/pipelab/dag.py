@@ -49,10 +49,10 @@ class Sweep:
         return base / self.task / self.label
 
 
-def load_params(path: Path, root: Path) -> DagParams:
-    """Read params.yaml and check every name in it against conf/."""
+def load_params(path: Path, root: Path, *, profile: str | None = None) -> DagParams:
+    """Read params.yaml (with another profile than its own, if given) and check every name in it against conf/."""
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    profile = raw.get("profile")
+    profile = profile or raw.get("profile")
     profiles = group_choices(root, "profile")
     if profile not in profiles:
         raise ConfigError(f"{path}: profile '{profile}' is not one of {', '.join(profiles)}")

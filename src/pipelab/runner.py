@@ -73,7 +73,8 @@ def load_pipeline(
             device=device,
             dtype=getattr(torch, dtype),
             trust_remote_code=bool(model_cfg.trust_remote_code),
-            model_kwargs={"use_safetensors": True},
+            # A pickled pytorch_model.bin (profile.allow_pickle) loads through torch.load(weights_only=True).
+            model_kwargs={"use_safetensors": weights.weights_format == "safetensors", "weights_only": True},
         )
     )
     LOAD_COUNT["loads"] += 1
@@ -191,7 +192,8 @@ def _prepare(cfg: DictConfig, root: Path) -> tuple[Any, TaskContext, list[Case],
     assets = AssetStore(
         dict(OmegaConf.to_container(cfg.task.assets, resolve=True) or {}),
         root / cfg.data_dir,
-        offline=cfg.profile.name == "tiny" or bool(cfg.profile.offline),
+        stand_ins=cfg.profile.name == "tiny",
+        local_only=bool(cfg.profile.offline),
     )
     ctx = TaskContext(cfg=cfg, assets=assets)
     cases: list[Case] = []
@@ -214,7 +216,7 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
     config_dict = OmegaConf.to_container(cfg, resolve=True)
-    digest = records.config_hash(config_dict, weights.revision)
+    digest = records.config_hash(config_dict, weights.hash_revision)
     results_dir = root / cfg.results_dir
     path = records.record_path(results_dir, cfg.task.name, cfg.model.name, digest)
     name = run_name(cfg, weights.weights)
@@ -243,6 +245,7 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
         "pipelab.record": str(path.relative_to(root)) if path.is_relative_to(root) else str(path),
         "course_reproduction": "not claimed: tiny random weights" if weights.weights == "tiny-random" else "checked",
     }
+    tags |= weights.tags()
     if cfg.model.trust_remote_code:
         tags["trust_remote_code"] = "true"
     if logger is not None:
@@ -316,6 +319,9 @@ def _base_record(cfg, config_dict, weights, device, dtype, name, digest, tags, s
             "hub_id": cfg.model.hub_id,
             "revision": weights.revision,
             "weights": weights.weights,
+            "weights_revision": weights.weights_revision,
+            "weights_pr": weights.weights_pr,
+            "weights_format": weights.weights_format,
             "architecture": cfg.model.architecture,
         },
         "device": device,

@@ -1,8 +1,8 @@
 """Model config -> a local directory of weights: a hub snapshot at a pinned revision, or a tiny local build.
 
-profile=hub: ``huggingface_hub.snapshot_download(repo_id, revision=pin)`` into ``data/hub`` (the Hugging Face
-cache layout), safetensors and tokenizer/config files only (never pickled ``.bin`` weights), so a second
-run, or an offline machine with a filled cache, resolves through ``local_files_only``.
+profile=hub: the pinned commit's files into ``data/hub`` (the Hugging Face cache layout) through ``pipelab.hub``:
+safetensors from the pin or from its bot conversion pull request, config and tokenizer files, and pickled
+``pytorch_model.bin`` only on ``profile.allow_pickle=true``. A pin downloaded before resolves with no network call.
 profile=tiny: ``pipelab.tiny.build_tiny_model`` into ``data/tiny/<model>``, rebuilt only when its spec changes.
 """
 
@@ -15,16 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Everything a pipeline needs, and no pickle-based weights (*.bin, *.pt, *.ckpt, *.h5, *.msgpack).
-HUB_ALLOW_PATTERNS = [
-    "*.json",
-    "*.safetensors",
-    "*.txt",
-    "*.model",
-    "*.spm",
-    "*.tiktoken",
-    "*.jinja",
-]
+from pipelab import hub
+from pipelab.hub import WeightsPlan
 
 
 class WeightsUnavailable(RuntimeError):
@@ -35,21 +27,49 @@ class WeightsUnavailable(RuntimeError):
 class ResolvedWeights:
     path: Path
     model_id: str
-    revision: str  # the resolved commit (hub) or the tiny spec hash
+    revision: str  # the pinned commit (hub) or the tiny spec hash
     weights: str  # "pretrained" | "tiny-random"
     resolve_ms: float  # download or build time: never part of cold start
+    weights_revision: str = ""  # the commit the weights came from: the pin, or its conversion PR's head
+    weights_pr: int | None = None  # that conversion pull request
+    weights_format: str = "safetensors"  # "safetensors" | "pickle" (profile.allow_pickle, weights_only=True)
+
+    @property
+    def hash_revision(self) -> str:
+        """What identifies these weights in a config hash: the pin, plus the weights' commit when it differs."""
+        if self.weights_revision and self.weights_revision != self.revision:
+            return f"{self.revision}+{self.weights_revision}"
+        return self.revision
+
+    def tags(self) -> dict[str, str]:
+        """MLflow tags that say where the weights came from (only beyond the pin, so they stand out)."""
+        tags = {}
+        if self.weights_pr is not None:
+            tags |= {"weights_revision": self.weights_revision, "weights_source": f"refs/pr/{self.weights_pr}"}
+        if self.weights_format != "safetensors":
+            tags["weights_format"] = f"{self.weights_format} (torch.load weights_only=True)"
+        return tags
 
 
-def resolve_weights(model: Any, profile: Any, data_dir: Path) -> ResolvedWeights:
-    """Resolve a model config (name, hub_id, revision, tiny) for a profile (name, offline)."""
+def resolve_weights(model: Any, profile: Any, data_dir: Path, *, config_file: str | None = None) -> ResolvedWeights:
+    """Resolve a model config (name, hub_id, revision, tiny) for a profile (name, offline, allow_pickle)."""
     start = time.perf_counter()
     if profile.name == "tiny":
         path, revision = _tiny(model, data_dir)
-        weights, model_id = "tiny-random", f"tiny-random/{model.name}"
-    else:
-        path, revision = _hub(model, data_dir / "hub", offline=bool(profile.offline))
-        weights, model_id = "pretrained", model.hub_id
-    return ResolvedWeights(path, model_id, revision, weights, (time.perf_counter() - start) * 1000)
+        return ResolvedWeights(
+            path, f"tiny-random/{model.name}", revision, "tiny-random", (time.perf_counter() - start) * 1000, revision
+        )
+    plan, path = _hub(model, profile, data_dir / "hub", config_file or f"conf/model/{model.name}.yaml")
+    return ResolvedWeights(
+        path,
+        model.hub_id,
+        plan.pin,
+        "pretrained",
+        (time.perf_counter() - start) * 1000,
+        plan.commit,
+        plan.pr,
+        plan.format,
+    )
 
 
 def _tiny(model: Any, data_dir: Path) -> tuple[Path, str]:
@@ -68,73 +88,46 @@ def _tiny(model: Any, data_dir: Path) -> tuple[Path, str]:
     return out, digest
 
 
-def _hub(model: Any, cache_dir: Path, *, offline: bool) -> tuple[Path, str]:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
+def hub_plan(model: Any, profile: Any, cache_dir: Path, config_file: str) -> tuple[WeightsPlan, Path | None]:
+    """(where the model's files come from, its complete local snapshot or None); asks the Hub only when not cached."""
     if not model.get("hub_id"):
-        raise WeightsUnavailable(f"model '{model.name}' has no hub_id")
+        raise WeightsUnavailable(f"model '{model.name}' has no hub_id ({config_file})")
     revision = model.get("revision") or "main"
-    local_only = offline or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-
-    def fetch(local_files_only: bool) -> Path:
-        return Path(
-            snapshot_download(
-                model.hub_id,
-                revision=revision,
-                cache_dir=str(cache_dir),
-                allow_patterns=HUB_ALLOW_PATTERNS,
-                local_files_only=local_files_only,
-            )
+    plan = hub.cached_plan(model.hub_id, revision, cache_dir)
+    if plan is not None and (plan.format == "safetensors" or profile.get("allow_pickle")):
+        path = hub.local_snapshot(plan, cache_dir)
+        if path is not None:
+            return plan, path
+    if profile.offline or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise WeightsUnavailable(
+            f"{model.hub_id} at revision {revision} is not in the local cache ({cache_dir}). On a machine without "
+            "the Hugging Face Hub, run with profile=tiny (small random-weight models built locally); or fill the "
+            "cache with `python stages/fetch.py` on a machine online and copy data/hub here"
         )
-
     try:
-        try:
-            path = fetch(local_files_only=True)  # a pinned commit already cached needs no network at all
-        except LocalEntryNotFoundError:
-            if local_only:
-                raise
-            _check_hub_reachable()  # seconds, instead of the client's retries against a network that is not there
-            path = fetch(local_files_only=False)
-    except WeightsUnavailable:
-        raise
-    except LocalEntryNotFoundError as exc:
-        where = "is not in the local cache" if local_only else "could not be downloaded (no connection to the Hub?)"
-        raise WeightsUnavailable(
-            f"{model.hub_id} at revision {revision} {where} ({cache_dir}). On a machine without the Hugging Face "
-            "Hub, run with profile=tiny (small random-weight models built locally); or fill the cache with "
-            "`python stages/fetch.py` on a machine online and copy data/hub here"
-        ) from exc
-    except Exception as exc:  # HTTP errors, DNS failures, revision not found
-        raise WeightsUnavailable(
-            f"could not fetch {model.hub_id} at revision {revision}: {type(exc).__name__}: {exc}. "
-            "Offline? Run with profile=tiny"
-        ) from exc
-    if not any(path.rglob("*.safetensors")):
-        raise WeightsUnavailable(
-            f"{model.hub_id} at revision {revision} has no safetensors weights; pipelab loads safetensors only "
-            "(pickled .bin weights can run code on load). Pick a revision that has model.safetensors"
+        hub.check_reachable()
+        plan = hub.plan_weights(
+            model.hub_id, revision, allow_pickle=bool(profile.get("allow_pickle")), config_file=config_file
         )
-    return path, path.name  # snapshots/<commit sha>
-
-
-def _check_hub_reachable(timeout: float = 5.0) -> None:
-    """Fail in seconds when the Hub's host cannot be reached (DNS or TCP), naming profile=tiny."""
-    import socket
-    import urllib.parse
-
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    host = urllib.parse.urlparse(endpoint).hostname or "huggingface.co"
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return
-    except OSError as exc:
+    except hub.HubUnreachable as exc:
         raise WeightsUnavailable(
-            f"cannot reach the Hugging Face Hub at {host} ({exc}). On a machine without the Hub, run with "
-            "profile=tiny (small random-weight models built locally), or copy a filled data/hub cache here and "
-            "set profile.offline=true"
+            f"{exc}. On a machine without the Hub, run with profile=tiny (small random-weight models built "
+            "locally), or copy a filled data/hub cache here and set profile.offline=true"
         ) from exc
+    except hub.HubRefusal as exc:
+        raise WeightsUnavailable(str(exc)) from exc
+    return plan, hub.local_snapshot(plan, cache_dir)
 
 
-def hub_cache_dir(data_dir: Path) -> Path:
-    return data_dir / "hub"
+def _hub(model: Any, profile: Any, cache_dir: Path, config_file: str) -> tuple[WeightsPlan, Path]:
+    plan, path = hub_plan(model, profile, cache_dir, config_file)
+    if path is not None:
+        hub.remember_plan(plan, cache_dir)
+        return plan, path
+    try:
+        return plan, hub.download_weights(plan, cache_dir)
+    except Exception as exc:  # HTTP errors, a connection that stays down: the cache keeps what completed
+        raise WeightsUnavailable(
+            f"could not download {model.hub_id} at {plan.commit[:12]} ({plan.source}): {type(exc).__name__}: {exc}. "
+            "Run the same command again to resume; offline, use profile=tiny"
+        ) from exc

@@ -58,7 +58,11 @@ def test_offline_assets_are_the_real_cat_photo_and_the_bundled_clip(tmp_path):
     store = AssetStore(
         {
             "cat": {"hub": {"repo_id": "x/images", "filename": "cat.jpeg"}, "offline": "skimage:chelsea"},
-            "mlk": {"hub": {"repo_id": "x/audio", "filename": "mlk.flac"}, "offline": "resource:speech_en.wav", "reference": "x"},
+            "mlk": {
+                "hub": {"repo_id": "x/audio", "filename": "mlk.flac"},
+                "offline": "resource:speech_en.wav",
+                "reference": "x",
+            },
         },
         tmp_path,
         stand_ins=True,

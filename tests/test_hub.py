@@ -18,6 +18,7 @@ from pipelab import tiny
 from pipelab.assets import AssetError, fetch_hub_file
 from pipelab.weights import WeightsUnavailable, resolve_weights
 
+ROOT = Path(__file__).resolve().parents[1]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -219,6 +220,8 @@ def test_course_inputs_come_from_a_pinned_dataset_commit_checked_by_sha256(hub, 
     cache = hub["data"] / "hub"
     path, where = fetch_hub_file(spec, cache, local_only=False)
     assert where["commit"] == pin and where["sha256"] == hashlib.sha256(picture.read_bytes()).hexdigest()
+    before = len(requests(hub["log"]))
+    assert fetch_hub_file(spec, cache, local_only=False)[0] == path and len(requests(hub["log"])) == before
     hub["server"].stop()
     again, _ = fetch_hub_file(spec, cache, local_only=True)  # recorded: no network needed
     assert again == path
@@ -241,3 +244,22 @@ def test_an_input_on_a_branch_is_pinned_by_the_first_fetch_and_verified_after(hu
     path.resolve().write_text("tampered")
     with pytest.raises(AssetError, match="checksum mismatch"):
         fetch_hub_file(spec, cache, local_only=False)
+
+
+def test_the_plan_refuses_before_any_download_and_says_why(hub, tiny_model, tmp_path):
+    from pipelab.dag import FetchPlan
+    from pipelab.fetch import format_plan, plan_rows
+
+    root = tmp_path / "project"
+    (root / "conf" / "model").mkdir(parents=True)
+    (root / "conf" / "profile").mkdir()
+    (root / "conf" / "profile" / "hub.yaml").write_text((ROOT / "conf" / "profile" / "hub.yaml").read_text())
+    good = hub["layout"].add_commit("org/good", without(tiny_model, "pytorch_model.bin"))
+    bad = hub["layout"].add_commit("org/only-pickle", without(tiny_model, "model.safetensors"))
+    for name, repo, pin in (("good", "org/good", good), ("bad", "org/only-pickle", bad)):
+        (root / "conf" / "model" / f"{name}.yaml").write_text(f"name: {name}\nhub_id: {repo}\nrevision: {pin}\n")
+    rows = plan_rows(root, FetchPlan("hub", ("bad", "good"), {}), hub["data"])
+    table = format_plan(rows)
+    assert [r.refused for r in rows] == [True, False] and rows[1].total_bytes > 0 and rows[1].cached == "no"
+    assert "1 refused" in table and "refused: bad: " in table and "conf/model/bad.yaml" in table
+    assert not hub["data"].exists() or not list(hub["data"].rglob("models--*"))  # nothing downloaded

@@ -283,21 +283,14 @@ def cached_file(
     if not record.is_file():
         return None
     data = json.loads(record.read_text(encoding="utf-8"))
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub import try_to_load_from_cache
 
-    try:
-        path = hf_hub_download(
-            repo_id,
-            filename,
-            repo_type=repo_type,
-            revision=data["commit"],
-            cache_dir=str(cache_dir),
-            local_files_only=True,
-        )
-    except (LocalEntryNotFoundError, OSError):
-        return None
-    return Path(path), data
+    # Not hf_hub_download(local_files_only=True): it builds request headers, and that alone asks the Hub for
+    # its agent registry. This looks in the cache folders only.
+    path = try_to_load_from_cache(
+        repo_id, filename, cache_dir=str(cache_dir), revision=data["commit"], repo_type=repo_type
+    )
+    return (Path(path), data) if isinstance(path, str) else None
 
 
 def plan_file(repo_id: str, repo_type: str, filename: str, revision: str) -> FilePlan:

@@ -11,6 +11,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The whole session is offline, whichever tests are selected: nothing in-process may reach for the Hub. Tests that
+# talk to the local Hub server (tests/hub_server.py) build their own environment without these two.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
 
 @pytest.fixture(scope="session")
 def root() -> Path:

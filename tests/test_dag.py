@@ -169,6 +169,7 @@ def test_fetch_plan_holds_every_model_an_ablation_sweeps():
 def _env(repo: Path, hub: str | None = None) -> dict[str, str]:
     """The environment of a DVC command in the copy: offline, or with the Hub at `hub` (a local server)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELAB_", "MLFLOW_", "DVC_", "HF_"))}
+    env.pop("TRANSFORMERS_OFFLINE", None)  # conftest sets it; huggingface_hub reads it as HF_HUB_OFFLINE
     env.update(
         {
             # dvc.yaml says `python`: the interpreter running these tests, and the copy's sources.

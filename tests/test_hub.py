@@ -8,6 +8,7 @@ import hashlib
 from importlib import resources
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 import torch
 from hub_server import HubLayout, HubServer
@@ -43,14 +44,21 @@ def without(files: dict[str, Path], *names: str) -> dict[str, Path]:
 
 
 @pytest.fixture
-def hub(tmp_path, monkeypatch):
+def online(monkeypatch):
+    """conftest makes the session offline; the client read that once, at import, so its constant is patched too."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch, online):
     """An empty local Hub, served over HTTP on loopback; the client points at it through HF_ENDPOINT."""
     layout = HubLayout(tmp_path / "hub-root")
     log = tmp_path / "requests.log"
     server = HubServer(layout.root, request_log=log)
     server.start()
     monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     yield {"layout": layout, "server": server, "log": log, "data": tmp_path / "data"}
     server.stop()
 
@@ -196,10 +204,9 @@ def test_a_revision_that_does_not_exist_names_the_model_config(hub, tiny_model):
     assert "no revision" in str(refused.value) and "--check-pins" in str(refused.value)
 
 
-def test_a_connection_dropped_inside_a_weight_file_is_resumed_and_leaves_no_partial_file(tmp_path, monkeypatch):
+def test_a_connection_dropped_inside_a_weight_file_is_resumed_and_leaves_no_partial_file(tmp_path, monkeypatch, online):
     layout = HubLayout(tmp_path / "hub-root")
     pin = layout.add_commit(MINILM, wheel_files())
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     log = tmp_path / "requests.log"
     with HubServer(layout.root, drop_once_after=5_000_000, request_log=log) as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)

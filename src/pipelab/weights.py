@@ -88,6 +88,11 @@ def _tiny(model: Any, data_dir: Path) -> tuple[Path, str]:
     return out, digest
 
 
+def _is_true(value: str | None) -> bool:
+    """huggingface_hub's reading of HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE."""
+    return (value or "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
 def hub_plan(model: Any, profile: Any, cache_dir: Path, config_file: str) -> tuple[WeightsPlan, Path | None]:
     """(where the model's files come from, its complete local snapshot or None); asks the Hub only when not cached."""
     if not model.get("hub_id"):
@@ -98,9 +103,11 @@ def hub_plan(model: Any, profile: Any, cache_dir: Path, config_file: str) -> tup
         path = hub.local_snapshot(plan, cache_dir)
         if path is not None:
             return plan, path
-    if profile.offline or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+    offline_vars = [v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if _is_true(os.environ.get(v))]
+    if profile.offline or offline_vars:
+        why = f" and {'/'.join(offline_vars)} is set (unset it to download)" if offline_vars else ""
         raise WeightsUnavailable(
-            f"{model.hub_id} at revision {revision} is not in the local cache ({cache_dir}). On a machine without "
+            f"{model.hub_id} at revision {revision} is not in the local cache ({cache_dir}){why}. On a machine without "
             "the Hugging Face Hub, run with profile=tiny (small random-weight models built locally); or fill the "
             "cache with `python stages/fetch.py` on a machine online and copy data/hub here"
         )

@@ -1,7 +1,7 @@
 """How much does pipelab's measurement add to a pipeline call? A bare loop and ``bench.measure``, alternated.
 
 For each task on the tiny profile, the task's bench case is prepared exactly as ``pipelab.runner`` prepares it
-(Hydra composition of ``conf/``, ``runner._prepare``, ``resolve_weights``, ``runner.load_pipeline``, then
+(Hydra composition of ``conf/``, ``runner._prepare``, ``resolve_weights``, ``pipeline_cache.load_pipeline``, then
 ``task.annotate`` on every case, in the runner's order), and the same pipeline and input are timed two ways in
 one process:
 
@@ -43,7 +43,8 @@ os.environ.setdefault("PIPELAB_ROOT", str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pipelab.config import TASKS, register_schema  # noqa: E402
+from pipelab.config import register_schema  # noqa: E402
+from pipelab.tasks import TASK_NAMES  # noqa: E402
 
 DEFAULT_BLOCKS = 12
 # Short blocks, many of them: a tiny model's latency drifts by +-15% from one second to the next even on an
@@ -71,6 +72,8 @@ def prepare(cfg: Any) -> tuple[Any, Any, Any]:
     import transformers
 
     from pipelab import runner
+    from pipelab.models import pipeline_task
+    from pipelab.pipeline_cache import load_pipeline
     from pipelab.weights import resolve_weights
 
     task, ctx, cases, device, dtype = runner._prepare(cfg, ROOT)
@@ -78,7 +81,7 @@ def prepare(cfg: Any) -> tuple[Any, Any, Any]:
     if weights.weights == "tiny-random":
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
-    loaded, _ = runner.load_pipeline(runner.pipeline_task(cfg), weights, device, dtype, cfg.model)
+    loaded, _ = load_pipeline(pipeline_task(cfg), weights, device, dtype, cfg.model)
     ctx.pipe = loaded.pipe
     # Every case, in order: annotate() may change shared state (text-generation sets the tokenizer's pad token
     # on the first case only), so the bench case must see exactly the state it sees in a run.
@@ -86,28 +89,6 @@ def prepare(cfg: Any) -> tuple[Any, Any, Any]:
         task.annotate(case, ctx)
     bench_case = next((c for c in cases if c.id == cfg.task.bench_case), cases[0])
     return task, loaded.pipe, bench_case
-
-
-def bare_arguments(task_name: str, case: Any, pipe: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The positional and keyword arguments of the plain ``pipe(...)`` call a user would write for ``case``.
-
-    Built once, outside the timed loop. Speech recognition gets the 16 kHz float32 array itself (the pipeline
-    pops keys out of a dict input, so a dict could not be reused; an array at the feature extractor's rate is
-    the same input without the dict).
-    """
-    x, kwargs = case.input, dict(case.kwargs)
-    if task_name == "question-answering":
-        return (), {"question": x["question"], "context": x["context"], **kwargs}
-    if task_name == "zero-shot-classification":
-        return (x["sequence"],), {"candidate_labels": x["candidate_labels"], **kwargs}
-    if task_name == "translation":
-        return (x["text"],), kwargs
-    if task_name == "automatic-speech-recognition":
-        expected = pipe.feature_extractor.sampling_rate
-        if x["sampling_rate"] != expected:
-            raise ValueError(f"bench audio is at {x['sampling_rate']} Hz, the feature extractor wants {expected} Hz")
-        return (x["raw"],), kwargs
-    return (x,), kwargs
 
 
 def bare_block(pipe: Callable[..., Any], args: tuple, kwargs: dict, calls: int, untimed: int) -> list[float]:
@@ -157,7 +138,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     cfg = compose(task_name, args.data_dir, args.override)
     task, pipe, case = prepare(cfg)
     warmup = int(cfg.bench.warmup) if args.warmup is None else args.warmup
-    pos, kw = bare_arguments(task_name, case, pipe)
+    pos, kw = task.bare_arguments(pipe, case)  # the plain call a user would write, built once
     calls = args.calls_per_block or auto_calls(pipe, pos, kw, 1 + warmup, args.block_seconds)
 
     bare: list[float] = []
@@ -205,7 +186,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, metavar="TASK")
+    parser.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), choices=TASK_NAMES, metavar="TASK")
     parser.add_argument("--blocks", type=int, default=DEFAULT_BLOCKS, help="blocks per side (alternated ABBA)")
     parser.add_argument(
         "--calls-per-block",

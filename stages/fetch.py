@@ -50,6 +50,12 @@ def main() -> int:
             print(format_plan(rows))
             return 2 if any(r.refused for r in rows) else 0
         params = load_params(ROOT / "params.yaml", ROOT, profile=args.profile)
+        for task in params.left_out:  # DVC's foreach reads the stage list from params.yaml, not from conf/task
+            print(
+                f"fetch: note: dvc repro does not run task {task}: add `{task}: {{ablations: []}}` under tasks in "
+                "params.yaml",
+                file=sys.stderr,
+            )
         defaults = compose(ROOT, [])
         device, _ = resolve_device(defaults.device.name, defaults.device.dtype)
         plan = fetch_plan(ROOT, params, device)

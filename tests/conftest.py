@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from pipelab.config import register_schema
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # The whole session is offline, whichever tests are selected: nothing in-process may reach for the Hub. Tests that
 # talk to the local Hub server (tests/hub_server.py) build their own environment without these two.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+register_schema()  # tests compose conf/ through Hydra's API, as stages/run.py does after registering it
 
 
 @pytest.fixture(scope="session")

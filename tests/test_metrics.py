@@ -19,7 +19,6 @@ from pipelab.metrics import (
     mean_token_logprob,
     repetition_rate,
     score_distribution,
-    topk_overlap,
 )
 from pipelab.tiny import build_tiny_model
 
@@ -92,15 +91,6 @@ def test_entropy_of_a_certain_prediction_is_zero() -> None:
 def test_entropy_rejects_scores_that_are_no_distribution(scores: list[float]) -> None:
     with pytest.raises(ValueError):
         entropy(scores)
-
-
-def test_topk_overlap_is_shared_items_over_k_ignoring_order() -> None:
-    assert topk_overlap(["a", "b", "c", "d", "e"], ["e", "c", "x", "y", "z"]) == pytest.approx(2 / 5)
-    assert topk_overlap(["a", "b"], ["b", "a"]) == 1.0
-    # Unequal lengths: the longer list sets k.
-    assert topk_overlap(["a", "b"], ["a"]) == pytest.approx(1 / 2)
-    with pytest.raises(ValueError):
-        topk_overlap([], [])
 
 
 def test_compression_ratio_is_summary_words_over_source_words() -> None:

@@ -21,7 +21,6 @@ from test_cli import FAST, isolated, mlflow_runs
 
 from pipelab.assets import AssetStore
 from pipelab.config import ConfigError, load_model_config
-from pipelab.schemas import validate_output
 from pipelab.tasks import TaskContext, get_task
 from pipelab.tasks.prompted import (
     PromptedQuestionAnswering,
@@ -99,20 +98,20 @@ def test_located_answer_is_the_context_span():
     out = qa_output(' "hugging face". ', CONTEXT, 0.25)
     assert out == {"answer": "Hugging Face", "score": 0.25, "start": 33, "end": 45}
     assert CONTEXT[out["start"] : out["end"]] == out["answer"]
-    assert validate_output("question-answering", out) == []
+    assert get_task("question-answering").validate(out) == []
 
 
 def test_answer_not_in_the_context_keeps_the_reply_and_has_no_span():
     out = qa_output("He works in Paris.", CONTEXT, 0.5)
     assert out == {"answer": "He works in Paris.", "score": 0.5, "start": -1, "end": -1}
-    assert validate_output("question-answering", out) == []
+    assert get_task("question-answering").validate(out) == []
 
 
 @pytest.mark.parametrize("reply", ["", "  \n\n ", "unanswerable", " Unanswerable. ", '"UNANSWERABLE"'])
 def test_empty_reply_or_the_no_answer_reply_is_v4s_no_answer_form(reply):
     out = qa_output(reply, CONTEXT, 0.125, no_answer="unanswerable")
     assert out == {"answer": "", "score": 0.125, "start": 0, "end": 0}
-    assert validate_output("question-answering", out) == []
+    assert get_task("question-answering").validate(out) == []
 
 
 def test_no_answer_text_is_only_special_when_configured():
@@ -124,8 +123,8 @@ def test_summary_and_translation_replies_are_trimmed_into_their_v4_schemas():
     assert translation_output(" This course is produced by Hugging Face.\n") == [
         {"translation_text": "This course is produced by Hugging Face."}
     ]
-    assert validate_output("summarization", summary_output("x")) == []
-    assert validate_output("translation", translation_output("")) == []
+    assert get_task("summarization").validate(summary_output("x")) == []
+    assert get_task("translation").validate(translation_output("")) == []
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -274,7 +273,7 @@ def test_qa_call_locates_the_reply_and_scores_it_by_its_token_probability(tiny_i
     expected = by_hand(model, tokenizer, messages, tokenizer(reply, add_special_tokens=False)["input_ids"])
     assert out["answer"] == "Hugging Face" and (out["start"], out["end"]) == (33, 45)
     assert 0 < out["score"] <= 1 and out["score"] == pytest.approx(expected, rel=1e-4)
-    assert validate_output("question-answering", out) == []
+    assert get_task("question-answering").validate(out) == []
 
 
 def test_an_empty_reply_is_scored_by_the_end_of_turn_token(tiny_instruct, tmp_path):
@@ -312,7 +311,7 @@ def test_three_prompted_tasks_run_through_the_cli_on_one_text_generation_pipelin
         assert len(record["cases"]) == len(record["config"]["task"]["cases"])  # translation: all directions
         for case in record["cases"]:
             assert case["error"] is None and case["valid"], (case["id"], case["error"], case["problems"])
-            assert validate_output(task, case["output"]) == []
+            assert get_task(task).validate(case["output"]) == []
             assert case["kwargs"] == {"do_sample": False, "max_new_tokens": 4, "return_full_text": False}
         run = by_name[record["name"]]
         assert run.info.status == "FINISHED" and run.data.tags["task"] == task

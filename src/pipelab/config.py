@@ -2,8 +2,10 @@
 
 The dataclasses are registered in Hydra's ConfigStore as ``pipelab_schema``; ``conf/config.yaml`` names it
 first in its defaults list, so a misspelt key or a value of the wrong type fails at compose time with Hydra's
-own message, before anything is loaded. ``validate_config`` adds the checks a schema cannot express (ranges,
-task/model pairing, devices that exist, input paths) and raises ``ConfigError`` with the valid choices.
+own message, before anything is loaded. Each dataclass checks its own values in ``__post_init__`` (ranges, a
+bench case that exists), run by ``OmegaConf.to_object``; ``validate_config`` does that, then the checks that read
+other files (a task module for the task, a model that can do it). Both raise ``ConfigError`` with the valid choices.
+Hydra itself is imported only by ``register_schema``: the library imports without it.
 """
 
 from __future__ import annotations
@@ -13,22 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-
-TASKS = (
-    "text-classification",
-    "zero-shot-classification",
-    "text-generation",
-    "fill-mask",
-    "ner",
-    "question-answering",
-    "summarization",
-    "translation",
-    "image-classification",
-    "automatic-speech-recognition",
-)
-
 
 MAX_BENCH_ITERATIONS = 10_000  # bench.BenchSettings.max_iterations: the timed loop's safety cap
 
@@ -45,6 +32,9 @@ class CaseSchema:
     kwargs: dict[str, Any] = field(default_factory=dict)
     repeat: int = 1  # the case's text (QA: its context) repeated this many times: inputs beyond the window
 
+    def __post_init__(self) -> None:
+        _check_positive(self.repeat, f"case {self.id}: repeat", integer=True)
+
 
 @dataclass
 class GenerationSchema:
@@ -53,6 +43,19 @@ class GenerationSchema:
     num_return_sequences: int = 1
     top_k: int | None = None
     top_p: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_positive(self.top_k, "task.generation.top_k", integer=True)
+        _check_positive(self.top_p, "task.generation.top_p")
+        if self.top_p is not None and self.top_p > 1:
+            raise ConfigError(f"task.generation.top_p must be in (0, 1], got {self.top_p}")
+        _check_positive(self.max_new_tokens, "task.generation.max_new_tokens", integer=True)
+        _check_positive(self.num_return_sequences, "task.generation.num_return_sequences", integer=True)
+        if self.num_return_sequences > 1 and not self.do_sample:
+            raise ConfigError(
+                "task.generation.num_return_sequences > 1 needs sampling: greedy decoding returns one sequence. "
+                "Set task.generation.do_sample=true or num_return_sequences=1"
+            )
 
 
 @dataclass
@@ -87,6 +90,13 @@ class TaskSchema:
     expectations: list[Any] = field(default_factory=list)
     prompt: dict[str, Any] = field(default_factory=dict)  # chat templates + generation: tasks/prompted.py
 
+    def __post_init__(self) -> None:
+        _check_positive(self.call.get("top_k"), "task.call.top_k", integer=True)
+        _check_positive(self.label_count, "task.label_count", integer=True)
+        case_ids = [c.id for c in self.cases]
+        if case_ids and self.bench_case not in case_ids:
+            raise ConfigError(f"task.bench_case '{self.bench_case}' is not a case id. Case ids: {', '.join(case_ids)}")
+
 
 @dataclass
 class TinySchema:
@@ -100,6 +110,9 @@ class ModelSchema:
     name: str = MISSING
     hub_id: str | None = None
     revision: str | None = None
+    # A local checkpoint directory, or `package:<module>/<dir>` for files a Python package ships: loaded on every
+    # profile as pretrained weights, identified by the sha256 of their content (model.path=/my/checkpoint).
+    path: str | None = None
     tasks: list[str] = field(default_factory=list)
     prompted_tasks: list[str] = field(default_factory=list)  # done by prompting through text-generation
     architecture: str | None = None
@@ -122,6 +135,10 @@ class ProfileSchema:
     offline: bool = False
     allow_pickle: bool = False  # true: a pin with only pytorch_model.bin loads it (torch.load weights_only=True)
     task_call: dict[str, Any] = field(default_factory=dict)  # task name -> call kwargs merged over task.call
+
+    def __post_init__(self) -> None:
+        if self.name not in ("hub", "tiny"):
+            raise ConfigError(f"unknown profile '{self.name}'. Valid profiles: hub, tiny")
 
 
 @dataclass
@@ -146,6 +163,14 @@ class BenchSchema:
     min_duration_s: float = 10.0
     batch_size: int = 1  # items per timed call (ablation=batch_size sweeps it)
 
+    def __post_init__(self) -> None:
+        _check_positive(self.batch_size, "bench.batch_size", integer=True)
+        _check_positive(self.min_iterations, "bench.min_iterations", integer=True)
+        if self.min_iterations > MAX_BENCH_ITERATIONS:
+            raise ConfigError(f"bench.min_iterations must be <= {MAX_BENCH_ITERATIONS}, got {self.min_iterations}")
+        _check_positive(self.warmup, "bench.warmup", strictly=False, integer=True)
+        _check_positive(self.min_duration_s, "bench.min_duration_s", strictly=False)
+
 
 @dataclass
 class PipelabConfig:
@@ -163,13 +188,23 @@ class PipelabConfig:
     results_dir: str = "results"
     data_dir: str = "data"
 
+    def __post_init__(self) -> None:
+        _check_positive(self.temperature, "temperature")
+        if self.ablation.tasks and self.task.name not in self.ablation.tasks:
+            raise ConfigError(
+                f"ablation '{self.ablation.name}' applies to {', '.join(self.ablation.tasks)}, "
+                f"not to task '{self.task.name}'"
+            )
+
 
 def register_schema() -> None:
-    """Register the schema under the name conf/config.yaml's defaults list uses (idempotent)."""
+    """Register the schema under the name conf/config.yaml's defaults list uses (idempotent).
+
+    Called by the entry points that compose (stages/run.py, pipelab.dag, benchmarks/overhead.py, tests).
+    """
+    from hydra.core.config_store import ConfigStore
+
     ConfigStore.instance().store(name="pipelab_schema", node=PipelabConfig)
-
-
-register_schema()
 
 
 def conf_dir(root: Path) -> Path:
@@ -216,54 +251,18 @@ def _check_positive(value: Any, what: str, *, strictly: bool = True, integer: bo
 
 
 def validate_config(cfg: DictConfig, root: Path) -> None:
-    """Checks a schema cannot express; raises ConfigError naming the bad value and the valid choices.
+    """The schema's own checks (each dataclass's ``__post_init__``), then those that read other files.
 
     Runs before any weights are resolved or loaded, so a bad sweep point costs milliseconds.
     """
+    from pipelab.tasks import get_task  # the task registry imports this module
+
+    OmegaConf.to_object(cfg)
     task = cfg.task.name
-    if task not in TASKS:
-        raise ConfigError(f"unknown task '{task}'. Valid tasks: {', '.join(TASKS)}")
+    get_task(task)  # a conf/task YAML whose name no module in src/pipelab/tasks declares
     if cfg.model.name != "auto" and task not in cfg.model.tasks and task not in cfg.model.prompted_tasks:
         valid = models_for_task(root, task)
         raise ConfigError(
             f"model '{cfg.model.name}' cannot do task '{task}' (it does: {', '.join(cfg.model.tasks) or 'nothing'}). "
             f"Models for {task}: {', '.join(valid)} (or model=auto for the course default)"
         )
-    _check_positive(cfg.temperature, "temperature")
-    gen = cfg.task.get("generation")
-    if gen is not None:
-        if gen.top_k is not None:
-            _check_positive(gen.top_k, "task.generation.top_k", integer=True)
-        if gen.top_p is not None:
-            _check_positive(gen.top_p, "task.generation.top_p")
-            if gen.top_p > 1:
-                raise ConfigError(f"task.generation.top_p must be in (0, 1], got {gen.top_p}")
-        _check_positive(gen.max_new_tokens, "task.generation.max_new_tokens", integer=True)
-        _check_positive(gen.num_return_sequences, "task.generation.num_return_sequences", integer=True)
-        if gen.num_return_sequences > 1 and not gen.do_sample:
-            raise ConfigError(
-                "task.generation.num_return_sequences > 1 needs sampling: greedy decoding returns one sequence. "
-                "Set task.generation.do_sample=true or num_return_sequences=1"
-            )
-    top_k = cfg.task.call.get("top_k")
-    if top_k is not None:
-        _check_positive(top_k, "task.call.top_k", integer=True)
-    _check_positive(cfg.bench.batch_size, "bench.batch_size", integer=True)
-    _check_positive(cfg.bench.min_iterations, "bench.min_iterations", integer=True)
-    if cfg.bench.min_iterations > MAX_BENCH_ITERATIONS:
-        raise ConfigError(f"bench.min_iterations must be <= {MAX_BENCH_ITERATIONS}, got {cfg.bench.min_iterations}")
-    _check_positive(cfg.bench.warmup, "bench.warmup", strictly=False, integer=True)
-    _check_positive(cfg.bench.min_duration_s, "bench.min_duration_s", strictly=False)
-    if cfg.task.label_count is not None:
-        _check_positive(cfg.task.label_count, "task.label_count", integer=True)
-    if cfg.ablation.tasks and task not in cfg.ablation.tasks:
-        raise ConfigError(
-            f"ablation '{cfg.ablation.name}' applies to {', '.join(cfg.ablation.tasks)}, not to task '{task}'"
-        )
-    if cfg.profile.name not in ("hub", "tiny"):
-        raise ConfigError(f"unknown profile '{cfg.profile.name}'. Valid profiles: hub, tiny")
-    case_ids = [c.id for c in cfg.task.cases]
-    if cfg.task.bench_case not in case_ids:
-        raise ConfigError(f"task.bench_case '{cfg.task.bench_case}' is not a case id. Case ids: {', '.join(case_ids)}")
-    for case in cfg.task.cases:
-        _check_positive(case.repeat, f"case {case.id}: repeat", integer=True)

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pipelab.config import TASKS, ConfigError, group_choices
+from pipelab.config import ConfigError, group_choices
 
 BENCH_KEYS = ("warmup", "min_iterations", "min_duration_s")
 COURSE = "course"  # the label of a task's first sweep: its cases with the course default settings
@@ -30,6 +30,7 @@ class DagParams:
     bench: dict[str, Any]  # the latency protocol of the selected profile
     tasks: dict[str, tuple[str, ...]]  # task -> its ablations, in params.yaml order
     threads: int | None = None  # OMP_NUM_THREADS of each run; None: torch's default
+    left_out: tuple[str, ...] = ()  # conf/task files params.yaml does not name: dvc repro does not run them
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,13 @@ def load_params(path: Path, root: Path, *, profile: str | None = None) -> DagPar
     if not isinstance(bench, dict) or sorted(bench) != sorted(BENCH_KEYS):
         raise ConfigError(f"{path}: bench.{profile} must set exactly {', '.join(BENCH_KEYS)}; got {bench!r}")
     ablations = set(group_choices(root, "ablation"))
+    known = group_choices(root, "task")
     tasks: dict[str, tuple[str, ...]] = {}
     for task, entry in (raw.get("tasks") or {}).items():
-        if task not in TASKS:
-            raise ConfigError(f"{path}: unknown task '{task}'. Valid tasks: {', '.join(TASKS)}")
+        if task not in known:
+            raise ConfigError(
+                f"{path}: unknown task '{task}' (no conf/task/{task}.yaml). Valid tasks: {', '.join(known)}"
+            )
         names = tuple((entry or {}).get("ablations") or ())
         unknown = [name for name in names if name not in ablations or name == "none"]
         if unknown:
@@ -77,7 +81,8 @@ def load_params(path: Path, root: Path, *, profile: str | None = None) -> DagPar
     threads = (raw.get("threads") or {}).get(profile)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"{path}: threads.{profile} must be a whole number >= 1 or null, got {threads!r}")
-    return DagParams(profile=profile, bench=dict(bench), tasks=tasks, threads=threads)
+    left_out = tuple(task for task in known if task not in tasks)
+    return DagParams(profile=profile, bench=dict(bench), tasks=tasks, threads=threads, left_out=left_out)
 
 
 def run_environment(params: DagParams, base: dict[str, str]) -> dict[str, str]:
@@ -112,7 +117,7 @@ def check_sweep(sweep_dir: Path, records_dir: Path) -> tuple[list[dict[str, Any]
     input or weights error caught before the run started, or a killed job), a record outside the task's
     folder, or a sweep that launched no job at all is a problem: DVC must not record that stage as done.
     """
-    from pipelab.sweep import read_jobs
+    from pipelab.jobs import read_jobs
 
     launched = [p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()] if sweep_dir.is_dir() else []
     rows = read_jobs(sweep_dir) if sweep_dir.is_dir() else []
@@ -133,6 +138,9 @@ def compose(root: Path, overrides: list[str] | tuple[str, ...], *, with_hydra: b
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from pipelab.config import register_schema
+
+    register_schema()
     with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=with_hydra)
 
@@ -190,7 +198,7 @@ def fetch_plan(root: Path, params: DagParams, device: str) -> FetchPlan:
 
     `device` decides what model=auto means (the ASR default is a larger Whisper on CUDA), as in the runner.
     """
-    from pipelab.runner import resolve_model
+    from pipelab.models import resolve_model
 
     models: set[str] = set()
     assets: dict[str, dict[str, Any]] = {}

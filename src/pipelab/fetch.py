@@ -28,7 +28,7 @@ from pipelab import hub
 from pipelab.assets import fetch_hub_file, resource_path, sha256_of
 from pipelab.config import ProfileSchema, group_choices, load_model_config
 from pipelab.dag import FetchPlan
-from pipelab.weights import WeightsUnavailable, hub_plan, resolve_weights
+from pipelab.weights import WeightsUnavailable, hub_plan, local_weights, resolve_weights
 
 
 def load_profile(root: Path, name: str) -> Any:
@@ -140,6 +140,13 @@ class PlanRow:
 
 def _model_row(root: Path, name: str, profile: Any, cache_dir: Path) -> PlanRow:
     model = load_model_config(root, name)
+    if model.get("path"):  # local files: nothing to download, nothing to ask the Hub
+        try:
+            path, digest, fmt = local_weights(str(model.path), allow_pickle=bool(profile.get("allow_pickle")))
+        except WeightsUnavailable as exc:
+            return PlanRow(name, str(model.path), "-", f"REFUSED: {exc}", 0, 0, refused=True)
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        return PlanRow(name, str(model.path), digest[:12], f"local files ({fmt})", size, 0)
     try:
         plan, path = hub_plan(model, profile, cache_dir, _config_file(name))
     except WeightsUnavailable as exc:
@@ -186,7 +193,7 @@ def check_pins(root: Path, data_dir: Path) -> list[PlanRow]:
     profile = OmegaConf.merge(load_profile(root, "hub"), {"offline": False})
     hub.check_reachable()
     empty = data_dir / "hub-pin-check-never-written"  # an empty cache: every answer comes from the Hub
-    names = [name for name in group_choices(root, "model") if name != "auto"]
+    names = [n for n in group_choices(root, "model") if n != "auto" and not load_model_config(root, n).get("path")]
     return [_model_row(root, name, profile, empty) for name in names]
 
 
@@ -194,6 +201,8 @@ def _reach_if_needed(root: Path, names: tuple[str, ...], profile: Any, cache_dir
     """Fail in seconds when something must be asked of the Hub and its host does not answer."""
     for name in names:
         model = load_model_config(root, name)
+        if model.get("path"):
+            continue
         cached = hub.cached_plan(str(model.hub_id), str(model.revision or "main"), cache_dir)
         if cached is None or hub.local_snapshot(cached, cache_dir) is None:
             try:

@@ -125,19 +125,6 @@ def entropy(scores: list[float]) -> float:
     return float(np.sum(p * np.log(1.0 / p)))
 
 
-def topk_overlap(a: list[str], b: list[str]) -> float:
-    """Share of top-k predictions two runs agree on: ``|set(a) & set(b)| / k``, ``k = max(len(a), len(b))``.
-
-    Order inside the lists is ignored (it is set overlap, not rank correlation). Typical use: the top-5
-    fill-mask tokens of two models or two settings. 1.0 means the same k items; with unequal lengths the
-    longer list sets k, so missing items count as disagreement.
-    """
-    k = max(len(a), len(b))
-    if k == 0:
-        raise ValueError("top-k overlap of two empty lists is undefined")
-    return len(set(a) & set(b)) / k
-
-
 def compression_ratio(source: str, summary: str) -> float:
     """Whitespace words of ``summary`` divided by words of ``source``.
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelab.config import TASKS
 from pipelab.records import iter_records
+from pipelab.tasks import TASK_NAMES
 
 # Metrics every run has (validity, latency protocol, bookkeeping); anything else a record holds is the
 # task's own (pipelab.tasks.*.summarize, generation timing) and goes into its ablation tables.
@@ -161,7 +161,7 @@ class Run:
 def load_runs(results_dir: Path) -> list[Run]:
     """Every record under results_dir/runs, by task (course order), then in the order the runs started."""
     runs = [Run(path.relative_to(results_dir).as_posix(), record) for path, record in iter_records(results_dir)]
-    order = {task: i for i, task in enumerate(TASKS)}
+    order = {task: i for i, task in enumerate(TASK_NAMES)}
     return sorted(runs, key=lambda r: (order.get(r.task, len(order)), r.task, r.record.get("started_at", ""), r.path))
 
 

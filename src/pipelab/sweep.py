@@ -19,42 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from pipelab import console, tracking
-
-ENV_PARENT = "PIPELAB_PARENT_RUN_ID"
-ENV_SWEEP_DIR = "PIPELAB_SWEEP_DIR"
-ENV_ROOT = "PIPELAB_ROOT"
-JOBS_FILE = "pipelab_jobs.jsonl"
-
-
-def parent_run_id(cfg: DictConfig | None = None) -> str | None:
-    return os.environ.get(ENV_PARENT) or None
-
-
-def note_job(cfg: DictConfig, row: dict[str, Any]) -> None:
-    """Append this job's row to the sweep's jobs file (one short write: safe with parallel jobs)."""
-    sweep_dir = os.environ.get(ENV_SWEEP_DIR)
-    if not sweep_dir:
-        return
-    path = Path(sweep_dir) / JOBS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row, default=str) + "\n")
-
-
-def read_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
-    path = sweep_dir / JOBS_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def sweep_status(rows: list[dict[str, Any]]) -> str:
-    statuses = {r.get("status") for r in rows}
-    if "KILLED" in statuses:
-        return "KILLED"
-    if "FAILED" in statuses or not rows:
-        return "FAILED"
-    return "FINISHED"
+from pipelab.jobs import ENV_PARENT, ENV_ROOT, ENV_SWEEP_DIR, JOBS_FILE, read_jobs, sweep_status
 
 
 class SweepCallback(Callback):

@@ -71,6 +71,9 @@ _IMAGENET_LIKE_LABELS = (
 )
 
 
+Builder = Callable[[Path, "list[str] | None", dict, int], None]
+
+
 @dataclass(frozen=True, eq=False)
 class TinyFamily:
     """What one tiny family is: a one-line description plus the facts callers need to use it."""
@@ -83,117 +86,33 @@ class TinyFamily:
     # None: the family has no classification head and accepts no labels.
     default_labels: tuple[str, ...] | None
     default_options: Mapping[str, Any]
+    build: Builder  # (out dir, labels, options, seed) -> writes the model, tokenizer and processors
 
     def __str__(self) -> str:
         return self.description
 
 
 def _family(
+    name: str,
     description: str,
     stands_in_for: str,
     task: str | None,
     labels: tuple[str, ...] | None = None,
     **options: Any,
-) -> TinyFamily:
-    return TinyFamily(description, stands_in_for, task, labels, MappingProxyType(options))
+) -> Callable[[Builder], Builder]:
+    """Register the decorated builder as the tiny family `name`, with the facts callers need."""
+
+    def register(build: Builder) -> Builder:
+        if name in FAMILIES:
+            raise ValueError(f"tiny family {name!r} is registered twice")
+        FAMILIES[name] = TinyFamily(description, stands_in_for, task, labels, MappingProxyType(options), build)
+        return build
+
+    return register
 
 
-FAMILIES: dict[str, TinyFamily] = {
-    "distilbert-seq-cls": _family(
-        "DistilBertForSequenceClassification + BERT uncased WordPiece (DistilBertTokenizer)",
-        "distilbert/distilbert-base-uncased-finetuned-sst-2-english",
-        "text-classification",
-        ("NEGATIVE", "POSITIVE"),
-        do_lower_case=True,
-    ),
-    "bert-seq-cls": _family(
-        "BertForSequenceClassification with star-rating labels + BERT uncased WordPiece",
-        "nlptown/bert-base-multilingual-uncased-sentiment",
-        "text-classification",
-        ("1 star", "2 stars", "3 stars", "4 stars", "5 stars"),
-        do_lower_case=True,
-    ),
-    "roberta-seq-cls": _family(
-        "RobertaForSequenceClassification with emotion labels + RoBERTa byte-level BPE",
-        "j-hartmann/emotion-english-distilroberta-base",
-        "text-classification",
-        ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"),
-    ),
-    "bart-seq-cls": _family(
-        "BartForSequenceClassification NLI head (contradiction/neutral/entailment) + BART BPE",
-        "facebook/bart-large-mnli",
-        "zero-shot-classification",
-        ("contradiction", "neutral", "entailment"),
-    ),
-    "gpt2-causal-lm": _family(
-        "GPT2LMHeadModel + GPT-2 byte-level BPE (eos <|endoftext|>)",
-        "openai-community/gpt2",
-        "text-generation",
-    ),
-    "llama-causal-lm": _family(
-        "LlamaForCausalLM + GPT-2-style BPE; option chat_template=True adds a ChatML template (-Instruct)",
-        "HuggingFaceTB/SmolLM2-360M (chat_template: HuggingFaceTB/SmolLM2-360M-Instruct)",
-        "text-generation",
-        chat_template=False,
-    ),
-    "roberta-masked-lm": _family(
-        "RobertaForMaskedLM + RoBERTa byte-level BPE with <mask>",
-        "distilbert/distilroberta-base",
-        "fill-mask",
-    ),
-    "bert-masked-lm": _family(
-        "BertForMaskedLM + BERT WordPiece with [MASK], not lowercased (real uncased vocabulary)",
-        "google-bert/bert-base-cased",
-        "fill-mask",
-        do_lower_case=False,
-    ),
-    "bert-token-cls": _family(
-        "BertForTokenClassification with CoNLL-2003 BIO labels + BERT WordPiece (offsets for aggregation)",
-        "dbmdz/bert-large-cased-finetuned-conll03-english",
-        "token-classification",
-        _CONLL_LABELS,
-        do_lower_case=True,
-    ),
-    "distilbert-qa": _family(
-        "DistilBertForQuestionAnswering + BERT WordPiece (offsets); no QA pipeline in transformers 5",
-        "distilbert/distilbert-base-cased-distilled-squad",
-        None,
-        do_lower_case=True,
-    ),
-    "bart-seq2seq": _family(
-        "BartForConditionalGeneration with CNN summarization generation settings + BART BPE",
-        "sshleifer/distilbart-cnn-12-6",
-        None,
-    ),
-    "marian-seq2seq": _family(
-        "MarianMTModel + MarianTokenizer (sentencepiece trained here); options src_lang/tgt_lang in en/fr/de",
-        "Helsinki-NLP/opus-mt-fr-en",
-        None,
-        src_lang="fr",
-        tgt_lang="en",
-    ),
-    "m2m100-seq2seq": _family(
-        "M2M100ForConditionalGeneration + M2M100Tokenizer (sentencepiece trained here, __xx__ language tokens)",
-        "facebook/m2m100_418M",
-        None,
-        src_lang="en",
-        tgt_lang="fr",
-    ),
-    "vit-image-cls": _family(
-        "ViTForImageClassification + ViTImageProcessor with ImageNet-like labels; options image_size/patch_size",
-        "google/vit-base-patch16-224",
-        "image-classification",
-        _IMAGENET_LIKE_LABELS,
-        image_size=224,
-        patch_size=16,
-    ),
-    "whisper-seq2seq": _family(
-        "WhisperForConditionalGeneration + WhisperTokenizer/FeatureExtractor/Processor; option num_mel_bins 80|128",
-        "openai/whisper-tiny (num_mel_bins=128: openai/whisper-large-v3)",
-        "automatic-speech-recognition",
-        num_mel_bins=80,
-    ),
-}
+# family name -> TinyFamily; each builder below registers itself with its facts (@_family).
+FAMILIES: dict[str, TinyFamily] = {}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -485,6 +404,14 @@ def _distilbert_config(labels: list[str] | None) -> Any:
     )
 
 
+@_family(
+    "distilbert-seq-cls",
+    "DistilBertForSequenceClassification + BERT uncased WordPiece (DistilBertTokenizer)",
+    "distilbert/distilbert-base-uncased-finetuned-sst-2-english",
+    "text-classification",
+    ("NEGATIVE", "POSITIVE"),
+    do_lower_case=True,
+)
 def _build_distilbert_seq_cls(out: Path, labels: list[str] | None, options: dict, seed: int) -> None:
     from transformers import DistilBertForSequenceClassification, DistilBertTokenizer
 
@@ -492,6 +419,13 @@ def _build_distilbert_seq_cls(out: Path, labels: list[str] | None, options: dict
     _save(out, model, _bert_tokenizer(DistilBertTokenizer, options["do_lower_case"]))
 
 
+@_family(
+    "distilbert-qa",
+    "DistilBertForQuestionAnswering + BERT WordPiece (offsets); no QA pipeline in transformers 5",
+    "distilbert/distilbert-base-cased-distilled-squad",
+    None,
+    do_lower_case=True,
+)
 def _build_distilbert_qa(out: Path, labels: list[str] | None, options: dict, seed: int) -> None:
     from transformers import DistilBertForQuestionAnswering, DistilBertTokenizer
 
@@ -499,6 +433,14 @@ def _build_distilbert_qa(out: Path, labels: list[str] | None, options: dict, see
     _save(out, model, _bert_tokenizer(DistilBertTokenizer, options["do_lower_case"]))
 
 
+@_family(
+    "bert-seq-cls",
+    "BertForSequenceClassification with star-rating labels + BERT uncased WordPiece",
+    "nlptown/bert-base-multilingual-uncased-sentiment",
+    "text-classification",
+    ("1 star", "2 stars", "3 stars", "4 stars", "5 stars"),
+    do_lower_case=True,
+)
 def _build_bert_seq_cls(out: Path, labels: list[str] | None, options: dict, seed: int) -> None:
     from transformers import BertForSequenceClassification, BertTokenizer
 
@@ -506,6 +448,13 @@ def _build_bert_seq_cls(out: Path, labels: list[str] | None, options: dict, seed
     _save(out, model, _bert_tokenizer(BertTokenizer, options["do_lower_case"]))
 
 
+@_family(
+    "bert-masked-lm",
+    "BertForMaskedLM + BERT WordPiece with [MASK], not lowercased (real uncased vocabulary)",
+    "google-bert/bert-base-cased",
+    "fill-mask",
+    do_lower_case=False,
+)
 def _build_bert_masked_lm(out: Path, labels: list[str] | None, options: dict, seed: int) -> None:
     from transformers import BertForMaskedLM, BertTokenizer
 
@@ -513,6 +462,14 @@ def _build_bert_masked_lm(out: Path, labels: list[str] | None, options: dict, se
     _save(out, model, _bert_tokenizer(BertTokenizer, options["do_lower_case"]))
 
 
+@_family(
+    "bert-token-cls",
+    "BertForTokenClassification with CoNLL-2003 BIO labels + BERT WordPiece (offsets for aggregation)",
+    "dbmdz/bert-large-cased-finetuned-conll03-english",
+    "token-classification",
+    _CONLL_LABELS,
+    do_lower_case=True,
+)
 def _build_bert_token_cls(out: Path, labels: list[str] | None, options: dict, seed: int) -> None:
     from transformers import BertForTokenClassification, BertTokenizer
 
@@ -558,6 +515,13 @@ def _roberta_config(labels: list[str] | None) -> Any:
     )
 
 
+@_family(
+    "roberta-seq-cls",
+    "RobertaForSequenceClassification with emotion labels + RoBERTa byte-level BPE",
+    "j-hartmann/emotion-english-distilroberta-base",
+    "text-classification",
+    ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"),
+)
 def _build_roberta_seq_cls(out: Path, labels: list[str] | None, options: dict, seed: int) -> None:
     from transformers import RobertaForSequenceClassification
 
@@ -565,6 +529,12 @@ def _build_roberta_seq_cls(out: Path, labels: list[str] | None, options: dict, s
     _save(out, model, _roberta_tokenizer())
 
 
+@_family(
+    "roberta-masked-lm",
+    "RobertaForMaskedLM + RoBERTa byte-level BPE with <mask>",
+    "distilbert/distilroberta-base",
+    "fill-mask",
+)
 def _build_roberta_masked_lm(out: Path, labels: list[str] | None, options: dict, seed: int) -> None:
     from transformers import RobertaForMaskedLM
 
@@ -602,6 +572,13 @@ def _bart_tokenizer() -> Any:
     return tokenizer
 
 
+@_family(
+    "bart-seq-cls",
+    "BartForSequenceClassification NLI head (contradiction/neutral/entailment) + BART BPE",
+    "facebook/bart-large-mnli",
+    "zero-shot-classification",
+    ("contradiction", "neutral", "entailment"),
+)
 def _build_bart_seq_cls(out: Path, labels: list[str] | None, options: dict, seed: int) -> None:
     from transformers import BartForSequenceClassification
 
@@ -610,6 +587,12 @@ def _build_bart_seq_cls(out: Path, labels: list[str] | None, options: dict, seed
     _save(out, model, _bart_tokenizer())
 
 
+@_family(
+    "bart-seq2seq",
+    "BartForConditionalGeneration with CNN summarization generation settings + BART BPE",
+    "sshleifer/distilbart-cnn-12-6",
+    None,
+)
 def _build_bart_seq2seq(out: Path, labels: list[str] | None, options: dict, seed: int) -> None:
     from transformers import BartForConditionalGeneration, GenerationConfig
 
@@ -637,6 +620,12 @@ def _build_bart_seq2seq(out: Path, labels: list[str] | None, options: dict, seed
 # ---------------------------------------------------------------------------------------------------------
 
 
+@_family(
+    "gpt2-causal-lm",
+    "GPT2LMHeadModel + GPT-2 byte-level BPE (eos <|endoftext|>)",
+    "openai-community/gpt2",
+    "text-generation",
+)
 def _build_gpt2_causal_lm(out: Path, labels: list[str] | None, options: dict, seed: int) -> None:
     from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
 
@@ -671,6 +660,13 @@ _CHATML_TEMPLATE = (
 )
 
 
+@_family(
+    "llama-causal-lm",
+    "LlamaForCausalLM + GPT-2-style BPE; option chat_template=True adds a ChatML template (-Instruct)",
+    "HuggingFaceTB/SmolLM2-360M (chat_template: HuggingFaceTB/SmolLM2-360M-Instruct)",
+    "text-generation",
+    chat_template=False,
+)
 def _build_llama_causal_lm(out: Path, labels: list[str] | None, options: dict, seed: int) -> None:
     from transformers import GenerationConfig, GPT2Tokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -717,6 +713,14 @@ def _build_llama_causal_lm(out: Path, labels: list[str] | None, options: dict, s
 _SPM_SPECIALS = ("<unk>", "<s>", "</s>")
 
 
+@_family(
+    "marian-seq2seq",
+    "MarianMTModel + MarianTokenizer (sentencepiece trained here); options src_lang/tgt_lang in en/fr/de",
+    "Helsinki-NLP/opus-mt-fr-en",
+    None,
+    src_lang="fr",
+    tgt_lang="en",
+)
 def _build_marian_seq2seq(out: Path, labels: list[str] | None, options: dict, seed: int) -> None:
     from transformers import GenerationConfig, MarianConfig, MarianMTModel, MarianTokenizer
 
@@ -773,6 +777,14 @@ def _build_marian_seq2seq(out: Path, labels: list[str] | None, options: dict, se
     _save(out, model, tokenizer)
 
 
+@_family(
+    "m2m100-seq2seq",
+    "M2M100ForConditionalGeneration + M2M100Tokenizer (sentencepiece trained here, __xx__ language tokens)",
+    "facebook/m2m100_418M",
+    None,
+    src_lang="en",
+    tgt_lang="fr",
+)
 def _build_m2m100_seq2seq(out: Path, labels: list[str] | None, options: dict, seed: int) -> None:
     from transformers import GenerationConfig, M2M100Config, M2M100ForConditionalGeneration, M2M100Tokenizer
     from transformers.models.m2m_100.tokenization_m2m_100 import FAIRSEQ_LANGUAGE_CODES
@@ -832,6 +844,15 @@ def _build_m2m100_seq2seq(out: Path, labels: list[str] | None, options: dict, se
 # ---------------------------------------------------------------------------------------------------------
 
 
+@_family(
+    "vit-image-cls",
+    "ViTForImageClassification + ViTImageProcessor with ImageNet-like labels; options image_size/patch_size",
+    "google/vit-base-patch16-224",
+    "image-classification",
+    _IMAGENET_LIKE_LABELS,
+    image_size=224,
+    patch_size=16,
+)
 def _build_vit_image_cls(out: Path, labels: list[str] | None, options: dict, seed: int) -> None:
     from transformers import ViTConfig, ViTForImageClassification
     from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
@@ -876,6 +897,13 @@ def _whisper_suppress_tokens(tokenizer: Any) -> list[int]:
     return sorted({ids[0] for ids in candidates if len(ids) == 1})
 
 
+@_family(
+    "whisper-seq2seq",
+    "WhisperForConditionalGeneration + WhisperTokenizer/FeatureExtractor/Processor; option num_mel_bins 80|128",
+    "openai/whisper-tiny (num_mel_bins=128: openai/whisper-large-v3)",
+    "automatic-speech-recognition",
+    num_mel_bins=80,
+)
 def _build_whisper_seq2seq(out: Path, labels: list[str] | None, options: dict, seed: int) -> None:
     from tokenizers import AddedToken
     from transformers import (
@@ -965,26 +993,6 @@ def _build_whisper_seq2seq(out: Path, labels: list[str] | None, options: dict, s
     _save(out, model, processor)
 
 
-_BUILDERS: dict[str, Callable[[Path, list[str] | None, dict, int], None]] = {
-    "distilbert-seq-cls": _build_distilbert_seq_cls,
-    "bert-seq-cls": _build_bert_seq_cls,
-    "roberta-seq-cls": _build_roberta_seq_cls,
-    "bart-seq-cls": _build_bart_seq_cls,
-    "gpt2-causal-lm": _build_gpt2_causal_lm,
-    "llama-causal-lm": _build_llama_causal_lm,
-    "roberta-masked-lm": _build_roberta_masked_lm,
-    "bert-masked-lm": _build_bert_masked_lm,
-    "bert-token-cls": _build_bert_token_cls,
-    "distilbert-qa": _build_distilbert_qa,
-    "bart-seq2seq": _build_bart_seq2seq,
-    "marian-seq2seq": _build_marian_seq2seq,
-    "m2m100-seq2seq": _build_m2m100_seq2seq,
-    "vit-image-cls": _build_vit_image_cls,
-    "whisper-seq2seq": _build_whisper_seq2seq,
-}
-assert _BUILDERS.keys() == FAMILIES.keys()
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Public entry point
 # ---------------------------------------------------------------------------------------------------------
@@ -1043,7 +1051,7 @@ def build_tiny_model(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
         with _quiet():
-            _BUILDERS[family](staging, resolved_labels, resolved_options, seed)
+            FAMILIES[family].build(staging, resolved_labels, resolved_options, seed)
         _apply_umask(staging)
         marker = {
             "family": family,

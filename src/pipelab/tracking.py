@@ -21,6 +21,8 @@ from pipelab.redaction import redact
 T = TypeVar("T")
 
 PARAM_VALUE_LIMIT = 6000
+
+
 def default_uri(root: Path) -> str:
     return f"sqlite:///{(root / 'mlflow.db').resolve()}"
 

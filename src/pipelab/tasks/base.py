@@ -1,11 +1,15 @@
-"""The protocol every task module follows, and the parts most tasks share.
+"""The protocol every task module follows, the parts most tasks share, and the registry of tasks.
 
-A task knows four things and nothing else (no MLflow, no Hydra, no timing):
-  - how a configured case becomes pipeline input (``prepare``),
-  - how the pipeline is called with it (``call``),
-  - how an output is checked against the course (``check_expectation``),
-  - which numbers summarise a run of it (``summarize``: the ablation metrics).
-The runner owns the loop, the timing, the validation and the recording.
+A task module is the only place that knows its task (no MLflow, no Hydra, no timing loop):
+  - its config name (``name``: conf/task/<name>.yaml) and its place in tables (``order``),
+  - how a configured case becomes pipeline input (``prepare``) and how the pipeline is called (``call``),
+  - the output schema (``validate``), what the record keeps of it (``recorded``),
+  - the course check (``check_expectation``; ``check_course`` when an expectation compares two cases),
+  - which numbers summarise a run (``summarize``) and what the benchmark adds (``bench_extras``),
+  - what a run's name says beyond task and model (``run_name_parts``),
+  - the plain ``pipe(...)`` call a user would write (``bare_arguments``, for benchmarks/overhead.py).
+Defining a subclass with a ``name`` registers it; ``pipelab.tasks`` imports every module of the package, so a
+new task is its module and its conf/task YAML. The runner owns the loop, the timing and the recording.
 """
 
 from __future__ import annotations
@@ -15,7 +19,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from pipelab import schemas
 from pipelab.assets import AssetStore
+
+# name -> task class, filled by Task.__init_subclass__ (the prompted variants register in tasks/prompted.py).
+REGISTRY: dict[str, type[Task]] = {}
 
 
 @dataclass
@@ -58,7 +66,16 @@ class Task:
     """Default behaviour: text in, `pipe(text, **kwargs)` out, label/score expectations."""
 
     name = ""
+    order = 1000  # place in tables and listings: the course's chapter 1.3 order
     text_key: str | None = None  # for dict inputs: the key that `repeat` multiplies
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")  # declared here, not inherited (a prompted variant inherits it)
+        if name:
+            if name in REGISTRY and REGISTRY[name].__qualname__ != cls.__qualname__:
+                raise TypeError(f"task '{name}' is defined twice: {REGISTRY[name].__module__} and {cls.__module__}")
+            REGISTRY[name] = cls
 
     def prepare(self, case_cfg: DictConfig, ctx: TaskContext) -> list[Case]:
         """A configured case -> zero or more prepared cases (translation drops other directions)."""
@@ -89,6 +106,34 @@ class Task:
     def call_batch(self, pipe: Any, case: Case, batch_size: int) -> Any:
         """The same input `batch_size` times in one call (the batch-size ablation)."""
         return pipe([case.input] * batch_size, batch_size=batch_size, **case.kwargs)
+
+    def validate(self, output: Any, case: Case | None = None) -> list[str]:
+        """Problems with `output` (empty: it matches the task's v4 schema). Default: a list of {label, score}."""
+        return schemas.list_of(output, schemas.label_score)
+
+    def recorded(self, output: Any, case: Case) -> Any:
+        """What the record keeps of a valid output (checks and summaries read it). Default: all of it."""
+        return output
+
+    def bench_extras(self, pipe: Any, case: Case) -> dict[str, float]:
+        """Metrics measured beside the latency protocol (time to first token for generation)."""
+        return {}
+
+    def run_name_parts(self, cfg: DictConfig) -> list[str]:
+        """What a run's name says after task and model, besides the ablation point (e.g. T=0.7)."""
+        return []
+
+    def bare_arguments(self, pipe: Any, case: Case) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The arguments of the plain ``pipe(...)`` call a user would write for `case`, built once for a loop."""
+        return (case.input,), dict(case.kwargs)
+
+    def check_course(self, expectation: dict[str, Any], outputs: dict[str, Any]) -> tuple[bool, str]:
+        """(passed, what was compared) for one expectation, given every valid output by case id.
+
+        Default: the expectation's own case through ``check_expectation``; a task whose expectations compare
+        cases (feature-extraction: a paraphrase pair against an unrelated pair) overrides this.
+        """
+        return self.check_expectation(expectation, outputs[expectation["case"]])
 
     def check_expectation(self, expectation: dict[str, Any], output: Any) -> tuple[bool, str]:
         """(passed, what was compared). Default: the top label and its score."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from pipelab import schemas
 from pipelab.tasks.base import Case, CaseResult, Task, TaskContext
 
 MASK_PLACEHOLDER = "{mask}"
@@ -9,6 +12,14 @@ MASK_PLACEHOLDER = "{mask}"
 
 class FillMask(Task):
     name = "fill-mask"
+    order = 4
+
+    def validate(self, output: Any, case: Case | None = None) -> list[str]:
+        def item(entry: Any, where: str) -> list[str]:
+            fields = {"sequence": str, "score": (int, float), "token": int, "token_str": str}
+            return schemas.keys(entry, fields, where) or schemas.score_in_unit(entry, where)
+
+        return schemas.list_of(output, item)
 
     def annotate(self, case: Case, ctx: TaskContext) -> None:
         mask = ctx.pipe.tokenizer.mask_token

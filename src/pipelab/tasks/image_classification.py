@@ -9,6 +9,7 @@ from pipelab.tasks.base import Case, CaseResult, Task, TaskContext, plain
 
 class ImageClassification(Task):
     name = "image-classification"
+    order = 9
 
     def prepare(self, case_cfg: DictConfig, ctx: TaskContext) -> list[Case]:
         spec = plain(case_cfg.input)

@@ -253,6 +253,10 @@ def _check_template(template: str, placeholders: tuple[str, ...], where: str) ->
 # ---------------------------------------------------------------------------------------------------------
 
 
+# task name -> its prompted variant, filled by PromptedTask.__init_subclass__
+PROMPTED_TASKS: dict[str, type[PromptedTask]] = {}
+
+
 class PromptedTask(Task, ABC):
     """The shared part: prompt spec, call kwargs, chat messages, one text-generation call per case.
 
@@ -262,6 +266,11 @@ class PromptedTask(Task, ABC):
     """
 
     placeholders: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:  # a concrete variant: it inherits the name of the task it does
+            PROMPTED_TASKS[cls.name] = cls
 
     def __init__(self) -> None:
         self.spec: PromptSpec | None = None
@@ -396,11 +405,6 @@ class PromptedTranslation(PromptedTask, Translation):
 
     def convert(self, pipe: Any, messages: list[dict[str, str]], reply: str, case: Case) -> Any:
         return translation_output(reply)
-
-
-PROMPTED_TASKS: dict[str, type[PromptedTask]] = {
-    t.name: t for t in (PromptedQuestionAnswering, PromptedSummarization, PromptedTranslation)
-}
 
 
 def prompted_task(name: str) -> Task:

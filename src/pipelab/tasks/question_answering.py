@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelab import metrics
+from pipelab import metrics, schemas
 from pipelab.tasks.base import Case, CaseResult, Task, TaskContext
 
 
 class QuestionAnswering(Task):
     name = "question-answering"
+    order = 6
     text_key = "context"
+
+    def validate(self, output: Any, case: Case | None = None) -> list[str]:
+        fields = {"answer": str, "score": (int, float), "start": int, "end": int}
+        if isinstance(output, list):  # top_k > 1
+            return schemas.list_of(output, lambda item, where: schemas.span(item, where, fields))
+        return schemas.span(output, "output", fields)
+
+    def bare_arguments(self, pipe: Any, case: Case) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (), {"question": case.input["question"], "context": case.input["context"], **case.kwargs}
 
     def user_case(self, value: str, ctx: TaskContext) -> Case:
         case = super().user_case(value, ctx)

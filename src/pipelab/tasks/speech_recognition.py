@@ -6,6 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from pipelab import schemas
 from pipelab.tasks.base import Case, CaseResult, Task, TaskContext, plain
 
 
@@ -28,6 +29,18 @@ def word_error_rate(hypothesis: str, reference: str) -> float:
 
 class SpeechRecognition(Task):
     name = "automatic-speech-recognition"
+    order = 10
+
+    def validate(self, output: Any, case: Case | None = None) -> list[str]:
+        return schemas.keys(output, {"text": str}, "output")
+
+    def bare_arguments(self, pipe: Any, case: Case) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The 16 kHz float32 array itself: the pipeline pops keys out of a dict input, so a dict could not be
+        reused across calls; an array at the feature extractor's rate is the same input without the dict."""
+        rate, expected = case.input["sampling_rate"], pipe.feature_extractor.sampling_rate
+        if rate != expected:
+            raise ValueError(f"bench audio is at {rate} Hz, the feature extractor wants {expected} Hz")
+        return (case.input["raw"],), dict(case.kwargs)
 
     def prepare(self, case_cfg: DictConfig, ctx: TaskContext) -> list[Case]:
         audio, display = ctx.assets.audio(plain(case_cfg.input)["audio"])

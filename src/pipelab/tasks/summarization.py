@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from pipelab import metrics
-from pipelab.tasks.base import CaseResult, Task, TaskContext
+from typing import Any
+
+from pipelab import metrics, schemas
+from pipelab.tasks.base import Case, CaseResult, Task, TaskContext
 
 
 class Summarization(Task):
     name = "summarization"
+    order = 7
+
+    def validate(self, output: Any, case: Case | None = None) -> list[str]:
+        return schemas.list_of(output, schemas.text_item("summary_text"))
 
     def summarize(self, results: list[CaseResult], ctx: TaskContext) -> dict[str, float]:
         ok = [r for r in results if r.valid and r.case.kind in ("course", "custom")]

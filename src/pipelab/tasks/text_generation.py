@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from pipelab import metrics
+from pipelab import metrics, schemas
 from pipelab.tasks.base import Case, CaseResult, Task, TaskContext, plain
 
 
@@ -26,6 +26,19 @@ def generation_kwargs(cfg: DictConfig) -> dict[str, Any]:
 
 class TextGeneration(Task):
     name = "text-generation"
+    order = 3
+
+    def validate(self, output: Any, case: Case | None = None) -> list[str]:
+        return schemas.list_of(output, schemas.text_item("generated_text"))
+
+    def bench_extras(self, pipe: Any, case: Case) -> dict[str, float]:
+        """Time to first token and decode speed of one streamed call (pipelab.bench)."""
+        from pipelab import bench
+
+        return bench.measure_generation(pipe, case.input, dict(case.kwargs)).as_metrics()
+
+    def run_name_parts(self, cfg: DictConfig) -> list[str]:
+        return ["greedy" if not cfg.task.generation.do_sample else f"T={cfg.temperature:g}"]
 
     def prepare(self, case_cfg: DictConfig, ctx: TaskContext) -> list[Case]:
         cases = super().prepare(case_cfg, ctx)

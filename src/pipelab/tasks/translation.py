@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from pipelab import metrics
+from pipelab import metrics, schemas
 from pipelab.tasks.base import Case, CaseResult, Task, TaskContext
 
 
@@ -21,7 +21,14 @@ def direction_of(cfg: DictConfig) -> tuple[str, str] | None:
 
 class Translation(Task):
     name = "translation"
+    order = 8
     text_key = "text"
+
+    def validate(self, output: Any, case: Case | None = None) -> list[str]:
+        return schemas.list_of(output, schemas.text_item("translation_text"))
+
+    def bare_arguments(self, pipe: Any, case: Case) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (case.input["text"],), dict(case.kwargs)
 
     def prepare(self, case_cfg: DictConfig, ctx: TaskContext) -> list[Case]:
         direction = direction_of(ctx.cfg)

@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from pipelab import metrics
+from pipelab import metrics, schemas
 from pipelab.tasks.base import Case, CaseResult, Task, TaskContext
 
 
@@ -25,7 +25,23 @@ def fit_labels(labels: list[str], count: int, pool: list[str]) -> list[str]:
 
 class ZeroShot(Task):
     name = "zero-shot-classification"
+    order = 2
     text_key = "sequence"
+
+    def validate(self, output: Any, case: Case | None = None) -> list[str]:
+        problems = schemas.keys(output, {"sequence": str, "labels": list, "scores": list}, "output")
+        if problems:
+            return problems
+        if len(output["labels"]) != len(output["scores"]):
+            problems.append("labels and scores differ in length")
+        if output["scores"] and abs(sum(output["scores"]) - 1.0) > 0.01:
+            problems.append(f"scores sum to {sum(output['scores']):.4f}, not 1 (single-label mode)")
+        if output["scores"] != sorted(output["scores"], reverse=True):
+            problems.append("scores are not sorted high to low")
+        return problems
+
+    def bare_arguments(self, pipe: Any, case: Case) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (case.input["sequence"],), {"candidate_labels": case.input["candidate_labels"], **case.kwargs}
 
     def prepare(self, case_cfg: DictConfig, ctx: TaskContext) -> list[Case]:
         cases = super().prepare(case_cfg, ctx)

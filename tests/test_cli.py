@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from pipelab.tasks import TASK_NAMES
 
 FAST = ["profile=tiny", "bench.warmup=0", "bench.min_iterations=2", "bench.min_duration_s=0"]
 
@@ -21,6 +24,12 @@ def isolated(tmp_path: Path, data_dir: Path) -> list[str]:
         f"hydra.run.dir={tmp_path / 'outputs'}",
         f"hydra.sweep.dir={tmp_path / 'multirun'}",
     ]
+
+
+def cfg_path(task: str) -> str | None:
+    """The `path` of a task's default model config (local files instead of a Hub pin), or None."""
+    default = OmegaConf.load(ROOT / "conf" / "task" / f"{task}.yaml").default_model
+    return OmegaConf.load(ROOT / "conf" / "model" / f"{default}.yaml").get("path")
 
 
 def mlflow_runs(tmp_path: Path) -> list:
@@ -121,26 +130,24 @@ def test_same_seed_same_text_other_seed_other_text(tmp_path, shared_data_dir):
     assert texts(8, tmp_path / "c") != first
 
 
-TEN_TASKS = (
-    "text-classification,zero-shot-classification,text-generation,fill-mask,ner,question-answering,"
-    "summarization,translation,image-classification,automatic-speech-recognition"
-)
-
-
 @pytest.mark.slow
-def test_the_ten_course_tasks_run_as_one_tiny_multirun_with_valid_schemas(tmp_path, shared_data_dir):
-    result = run_cli(["-m", f"task={TEN_TASKS}", *FAST, *isolated(tmp_path, shared_data_dir)], cwd=tmp_path)
+def test_every_task_runs_in_one_tiny_multirun_with_valid_schemas(tmp_path, shared_data_dir):
+    result = run_cli(["-m", f"task={','.join(TASK_NAMES)}", *FAST, *isolated(tmp_path, shared_data_dir)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "10 jobs: 10 FINISHED" in result.stdout
+    assert f"{len(TASK_NAMES)} jobs: {len(TASK_NAMES)} FINISHED" in result.stdout
     runs = mlflow_runs(tmp_path)
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert sorted(r.data.tags["task"] for r in children) == sorted(TEN_TASKS.split(","))
-    for task in TEN_TASKS.split(","):
+    assert sorted(r.data.tags["task"] for r in children) == sorted(TASK_NAMES)
+    for task in TASK_NAMES:
         (record,) = records(tmp_path, task)
         course = [c for c in record["cases"] if c["kind"] == "course"]
         assert course and all(c["valid"] for c in course), (task, [c["problems"] or c["error"] for c in course])
-        assert record["course_verdict"] == "tiny weights: not checked"
-        assert record["model"]["weights"] == "tiny-random"
+        if cfg_path(task):  # a model config with `path` (feature-extraction): real weights on every profile
+            assert record["model"]["weights"] == "pretrained"
+            assert record["course_verdict"].startswith("reproduces the course"), record["expectations"]
+        else:
+            assert record["course_verdict"] == "tiny weights: not checked"
+            assert record["model"]["weights"] == "tiny-random"
         # every case is either a valid output or a recorded error: nothing is silently dropped
         for case in record["cases"]:
             assert case["valid"] or case["error"] or case["problems"], (task, case["id"])

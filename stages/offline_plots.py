@@ -14,7 +14,7 @@ from pathlib import Path
 
 import vl_convert
 
-from pipelab.report import offline_plots_template
+from pipelab.vega_page import offline_plots_template
 
 
 def main() -> None:

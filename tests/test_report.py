@@ -17,6 +17,7 @@ from conftest import run_cli
 
 from pipelab import report
 from pipelab.records import iter_records
+from pipelab.vega_page import offline_plots_template
 
 FAST_BENCH = ["bench.warmup=0", "bench.min_iterations=2", "bench.min_duration_s=0"]
 
@@ -166,9 +167,9 @@ def test_an_empty_results_folder_is_an_error_not_an_empty_report(tmp_path):
 def test_offline_plots_template_inlines_vega_and_loads_nothing_from_a_cdn():
     import vl_convert
 
-    page = report.offline_plots_template(vl_convert.javascript_bundle())
+    page = offline_plots_template(vl_convert.javascript_bundle())
     assert "{plot_divs}" in page and "{scripts}" not in page
     assert "window.vegaEmbed=" in page.replace(" ", "")
     assert "cdn.jsdelivr" not in page and "<script src" not in page
     with pytest.raises(ValueError, match="cannot be inlined"):
-        report.offline_plots_template("var x = '</script>';")
+        offline_plots_template("var x = '</script>';")

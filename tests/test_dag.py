@@ -383,6 +383,78 @@ def test_exp_show_and_metrics_show_read_the_dag_metrics(dag):
     assert "results/metrics.json" in json.dumps(shown)
 
 
+# Fields that measure time, memory or this process's cache: the only ones allowed to differ between a stage that
+# runs its sweeps in one process and the same sweeps typed one per process.
+_VOLATILE_KEYS = {"started_at", "finished_at", "duration_s", "samples_ms", "cache_hit", "mlflow_run_id"}
+_VOLATILE_METRIC = re.compile(r"(_ms|_per_s|_mb|_pct)$|^(latency_|throughput_|pipeline_)")
+
+
+def _content(value, key: str = ""):  # noqa: ANN001, ANN202
+    if isinstance(value, dict):
+        return {
+            k: _content(v, k) for k, v in value.items() if k not in _VOLATILE_KEYS and not _VOLATILE_METRIC.search(k)
+        }
+    if isinstance(value, list):
+        return [_content(v, key) for v in value]
+    return value.replace("per_process/", "results/") if isinstance(value, str) else value
+
+
+def _sweep_runs(uri: str) -> dict[str, list[str]]:
+    """Parent run name -> its children's names, sorted."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("pipelab").experiment_id], max_results=2000)
+    names = {r.info.run_id: r.info.run_name for r in runs}
+    tree: dict[str, list[str]] = {}
+    for run in runs:
+        parent = run.data.tags.get("mlflow.parentRunId")
+        if parent and run.data.tags.get("task") == "text-generation":
+            tree.setdefault(names[parent], []).append(run.info.run_name)
+    return {parent: sorted(children) for parent, children in tree.items()}
+
+
+@pytest.mark.slow
+def test_one_process_stage_gives_the_records_of_the_sweeps_typed_one_by_one(dag):
+    """run@text-generation (four sweeps, one process, a model loaded once for all of them) against the same four
+    `stages/run.py -m` commands typed one per process: same records, same reports, same MLflow runs."""
+    repo = dag["repo"]
+    stage_line = r"sweep_task: text-generation: 4 sweeps, \d+ jobs in one process, (\d+) model loads"
+    loads = re.search(stage_line, dag["output"])
+    models = {r["model"]["name"] for _, r in iter_records(repo / "results") if r["task"] == "text-generation"}
+    assert loads and int(loads.group(1)) == len(models) == 2  # gpt2 for all four sweeps, smollm2 for one point
+    params = load_params(repo / "params.yaml", repo)
+    uri = f"sqlite:///{repo / 'per_process.db'}"
+    for sweep in task_sweeps(params, "text-generation"):
+        overrides = [o if o != "results_dir=results" else "results_dir=per_process" for o in sweep.overrides]
+        args = ["-m", *overrides, f"tracking.uri={uri}", f"hydra.sweep.dir={repo / 'multirun' / 'pp' / sweep.label}"]
+        done = subprocess.run(
+            [sys.executable, "stages/run.py", *args],
+            cwd=repo,
+            env=run_environment(params, _env(repo, None)),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    def records(results: Path) -> dict[str, dict]:
+        return {r["name"]: _content(r) for _, r in iter_records(results) if r["task"] == "text-generation"}
+
+    stage, typed = records(repo / "results"), records(repo / "per_process")
+    assert len(stage) == len(typed) > 4
+    assert stage == typed
+    from pipelab.report import write_reports
+
+    for results in (repo / "results", repo / "per_process"):
+        (results / "only").mkdir(exist_ok=True)
+        shutil.copytree(results / "runs" / "text-generation", results / "only" / "runs" / "text-generation")
+        write_reports(results / "only")
+    outputs = [json.loads((r / "only" / "outputs.json").read_text()) for r in (repo / "results", repo / "per_process")]
+    assert _content(outputs[0]) == _content(outputs[1])
+    assert _sweep_runs(f"sqlite:///{repo / 'mlflow.db'}") == _sweep_runs(uri)
+
+
 @pytest.mark.slow
 def test_editing_one_task_config_reruns_only_that_task_and_aggregate(dag):
     repo = dag["repo"]

@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 import psutil
-from transformers.generation.streamers import BaseStreamer
 
 T = TypeVar("T")
 
@@ -371,8 +370,10 @@ class GenerationStats:
         return metrics
 
 
-class _TimingStreamer(BaseStreamer):
-    """Streamer that timestamps generated tokens instead of decoding them.
+class _TimingStreamer:
+    """Streamer that timestamps generated tokens instead of decoding them (the interface of transformers'
+    ``BaseStreamer``: ``put`` and ``end``, which is all ``generate`` calls; not imported here, so importing this
+    module does not import transformers).
 
     ``generate`` first ``put``s the prompt ids, then each step's new token ids (already moved to the CPU by
     ``generate``, which also synchronises the device every step to check its stopping criteria, so the

@@ -173,6 +173,19 @@ class BenchSchema:
 
 
 @dataclass
+class PipelineCacheSchema:
+    """How many loaded pipelines one process keeps (a DVC stage runs all its task's sweeps in one process)."""
+
+    max_models: int = 3  # beyond this, the least recently used pipeline is dropped before the next load
+    max_memory_mb: float | None = None  # and beyond this many MiB of weights in memory (None: no budget)
+
+    def __post_init__(self) -> None:
+        _check_positive(self.max_models, "pipeline_cache.max_models", integer=True)
+        if self.max_memory_mb is not None:
+            _check_positive(self.max_memory_mb, "pipeline_cache.max_memory_mb")
+
+
+@dataclass
 class PipelabConfig:
     task: TaskSchema = field(default_factory=TaskSchema)
     model: ModelSchema = field(default_factory=ModelSchema)
@@ -181,6 +194,7 @@ class PipelabConfig:
     ablation: AblationSchema = field(default_factory=AblationSchema)
     tracking: TrackingSchema = field(default_factory=TrackingSchema)
     bench: BenchSchema = field(default_factory=BenchSchema)
+    pipeline_cache: PipelineCacheSchema = field(default_factory=PipelineCacheSchema)
     seed: int = 42
     temperature: float = 1.0
     rerun: bool = False

@@ -1,43 +1,98 @@
 """Loaded pipelines, kept for the life of the process: one load per (task, weights, device, dtype).
 
-Module-level, so it serves every job of one multirun process (basic launcher) and of one joblib worker. The
-load is timed as the run's cold start; a cache hit says so in the run's metrics.
+Module-level, so it serves every job of one multirun process (basic launcher), of one joblib worker, and every
+sweep of a DVC stage (stages/sweep_task.py runs them all in one process). The load is timed as the run's cold
+start; a cache hit says so in the run's metrics. The cache is least-recently-used: before a new load, pipelines
+are dropped until fewer than ``pipeline_cache.max_models`` remain and, with ``pipeline_cache.max_memory_mb``,
+until the kept weights plus the new model's weight files fit the budget, so a stage that walks through several
+large models does not hold them all.
 """
 
 from __future__ import annotations
 
+import gc
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from pipelab import bench
 from pipelab.weights import ResolvedWeights
 
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
 
 @dataclass
 class LoadedPipeline:
     pipe: Any
     cold_start_ms: float
+    weight_bytes: int = 0  # parameters and buffers in memory
     loads: int = 1
     uses: int = 0
 
 
-_PIPELINES: dict[tuple[str, ...], LoadedPipeline] = {}
-LOAD_COUNT = {"loads": 0}
+_PIPELINES: OrderedDict[tuple[str, ...], LoadedPipeline] = OrderedDict()
+_STATS = {"loads": 0, "hits": 0, "evictions": 0}
+
+
+def cache_stats() -> dict[str, int]:
+    """Loads, hits and evictions of this process so far, and how many pipelines are held now."""
+    return dict(_STATS) | {"held": len(_PIPELINES)}
 
 
 def pipeline_cache_key(task: str, weights: ResolvedWeights, device: str, dtype: str) -> tuple[str, ...]:
     return (task, str(weights.path), weights.revision, device, dtype)
 
 
+def _model_bytes(pipe: Any) -> int:
+    model = getattr(pipe, "model", None)
+    if model is None or not hasattr(model, "parameters"):
+        return 0
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _file_bytes(weights: ResolvedWeights) -> int:
+    """What the new model will take, before it loads: the size of its weight files."""
+    if not weights.path.is_dir():
+        return 0
+    return sum(p.stat().st_size for p in weights.path.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
+
+
+def _evict(max_models: int, max_memory_mb: float | None, incoming_bytes: int) -> None:
+    dropped = False
+    while _PIPELINES and len(_PIPELINES) >= max_models:
+        _PIPELINES.popitem(last=False)
+        _STATS["evictions"] += 1
+        dropped = True
+    if max_memory_mb is not None:
+        budget = max_memory_mb * bench.BYTES_PER_MB
+        while _PIPELINES and sum(e.weight_bytes for e in _PIPELINES.values()) + incoming_bytes > budget:
+            _PIPELINES.popitem(last=False)
+            _STATS["evictions"] += 1
+            dropped = True
+    if dropped:
+        gc.collect()  # the dropped model's tensors go now, before the next one loads
+
+
 def load_pipeline(
-    task: str, weights: ResolvedWeights, device: str, dtype: str, model_cfg: Any
+    task: str,
+    weights: ResolvedWeights,
+    device: str,
+    dtype: str,
+    model_cfg: Any,
+    *,
+    max_models: int = 3,
+    max_memory_mb: float | None = None,
 ) -> tuple[LoadedPipeline, bool]:
     """The pipeline for (model, device, dtype), built once per process; (pipeline, cache hit)."""
     key = pipeline_cache_key(task, weights, device, dtype)
     if key in _PIPELINES:
         entry = _PIPELINES[key]
+        _PIPELINES.move_to_end(key)
         entry.uses += 1
+        _STATS["hits"] += 1
         return entry, True
+    _evict(max_models, max_memory_mb, _file_bytes(weights))
     import torch
     from transformers import pipeline
 
@@ -54,7 +109,7 @@ def load_pipeline(
             model_kwargs={"use_safetensors": weights.weights_format == "safetensors", "weights_only": True},
         )
     )
-    LOAD_COUNT["loads"] += 1
-    entry = LoadedPipeline(pipe, cold_ms, uses=1)
+    _STATS["loads"] += 1
+    entry = LoadedPipeline(pipe, cold_ms, weight_bytes=_model_bytes(pipe), uses=1)
     _PIPELINES[key] = entry
     return entry, False

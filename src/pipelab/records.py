@@ -16,7 +16,7 @@ from typing import Any
 
 RECORD_VERSION = 1
 # Keys that do not change what a run computes: left out of the config hash, so resume still matches.
-_HASH_EXCLUDED = ("rerun", "tracking", "results_dir", "data_dir")
+_HASH_EXCLUDED = ("rerun", "tracking", "results_dir", "data_dir", "pipeline_cache")
 
 
 def config_hash(config: dict[str, Any], model_revision: str) -> str:

@@ -26,7 +26,7 @@ from pipelab.config import ConfigError, validate_config
 from pipelab.devices import resolve_device
 from pipelab.environment import environment
 from pipelab.models import is_prompted, pipeline_task, resolve_model
-from pipelab.pipeline_cache import LOAD_COUNT, load_pipeline
+from pipelab.pipeline_cache import cache_stats, load_pipeline
 from pipelab.redaction import redact, redact_values
 from pipelab.run_record import base_record, case_json, config_yaml, params_view, run_name, run_tags
 from pipelab.schemas import to_jsonable
@@ -119,9 +119,11 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
 
     logger = tracking.RunLogger(uri, experiment_id) if experiment_id is not None else None
     tags = run_tags(cfg, weights, device, dtype, digest, path, root)
+    logging_started = time.perf_counter()
     if logger is not None:
         logger.start(name, tags, parent_run_id=jobs.parent_run_id())
         logger.log(params=tracking.flatten(params_view(config_dict)) | {"model.resolved_revision": weights.revision})
+    logging_s = time.perf_counter() - logging_started
     try:
         record = _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, tags, started)
     except KeyboardInterrupt:
@@ -149,8 +151,9 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
         raise
     # Config and tags by key and value; cases by value only (their keys are the task's output schema).
     record = redact({k: v for k, v in record.items() if k != "cases"}) | {"cases": redact_values(record["cases"])}
-    records.write_record(path, record)
+    records.write_record(path, record)  # before MLflow: a tracking failure below loses no record
     if logger is not None:
+        logging_started = time.perf_counter()
         logger.log(metrics=record["metrics"], tags={"course_verdict": record["course_verdict"]})
         logger.log_artifacts(
             {
@@ -159,7 +162,12 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
                 "latency_samples_ms.json": json.dumps(record["benchmark"].get("samples_ms", [])),
             }
         )
+        logging_s += time.perf_counter() - logging_started
+        # Everything MLflow took for this run but this last call; the record is rewritten with it.
+        record["metrics"]["logging_ms"] = logging_s * 1000
+        logger.log(metrics={"logging_ms": record["metrics"]["logging_ms"]})
         logger.end("FINISHED")
+        records.write_record(path, record)
         record["mlflow_run_id"] = logger.run_id
     console.print_run_summary(record)
     jobs.note_job(console.job_line(record, path))
@@ -169,8 +177,17 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
 def _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, tags, started) -> dict[str, Any]:  # noqa: ANN001
     from transformers import set_seed
 
-    loaded, cache_hit = load_pipeline(pipeline_task(cfg), weights, device, dtype, cfg.model)
+    loaded, cache_hit = load_pipeline(
+        pipeline_task(cfg),
+        weights,
+        device,
+        dtype,
+        cfg.model,
+        max_models=int(cfg.pipeline_cache.max_models),
+        max_memory_mb=cfg.pipeline_cache.max_memory_mb,
+    )
     ctx.pipe = loaded.pipe
+    cases_started = time.perf_counter()
     results: list[CaseResult] = []
     for case in cases:
         result = CaseResult(case)
@@ -191,6 +208,7 @@ def _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, 
             result.error = f"{type(exc).__name__}: {exc}"
         results.append(result)
 
+    cases_ms = (time.perf_counter() - cases_started) * 1000
     checks = course_checks(cfg, task, results, weights)
     bench_case = next((c for c in cases if c.id == cfg.task.bench_case), cases[0])
     batch = int(cfg.bench.batch_size)
@@ -200,6 +218,7 @@ def _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, 
         min_duration_s=float(cfg.bench.min_duration_s),
     )
     set_seed(cfg.seed)
+    bench_started = time.perf_counter()
     call = (
         (lambda: task.call(loaded.pipe, bench_case))
         if batch == 1
@@ -208,6 +227,7 @@ def _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, 
     measured = bench.measure(call, settings, items_per_call=batch, device=device)
     bench_metrics = measured.as_metrics()
     bench_metrics |= task.bench_extras(loaded.pipe, bench_case)
+    bench_ms = (time.perf_counter() - bench_started) * 1000
 
     ok = [r for r in results if r.error is None]
     metrics: dict[str, float] = {
@@ -217,8 +237,11 @@ def _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, 
         "schema_valid_rate": sum(r.valid for r in results) / len(results),
         "cold_start_ms": loaded.cold_start_ms,
         "pipeline_cache_hit": float(cache_hit),
-        "pipeline_loads_in_process": float(LOAD_COUNT["loads"]),
+        "pipeline_loads_in_process": float(cache_stats()["loads"]),
+        # Where the run's time went (the sweep table sums them): weights, the cases, the latency protocol.
         "weights_resolve_ms": weights.resolve_ms,
+        "cases_ms": cases_ms,
+        "bench_ms": bench_ms,
         "bench_batch_size": float(batch),
     }
     metrics |= bench_metrics

@@ -5,6 +5,8 @@ experiment (so parallel jobs never race on a fresh SQLite file), opens the paren
 the jobs through the environment (joblib's worker processes are started later and inherit it). Each job
 appends one JSON line to ``<sweep dir>/pipelab_jobs.jsonl``; at the end (or at exit, when a failed job makes
 Hydra raise before ``on_multirun_end``) the parent run is closed with the sweep's status and the table printed.
+A process that runs several sweeps (the DVC stage, stages/sweep_task.py) calls :func:`finish_open_sweeps` after
+each, so a failed sweep's parent run is closed before the next sweep starts.
 """
 
 from __future__ import annotations
@@ -20,6 +22,17 @@ from omegaconf import DictConfig
 
 from pipelab import console, tracking
 from pipelab.jobs import ENV_PARENT, ENV_ROOT, ENV_SWEEP_DIR, JOBS_FILE, read_jobs, sweep_status
+
+_OPEN: list[SweepCallback] = []
+
+
+def finish_open_sweeps() -> None:
+    """Close every sweep this process started and Hydra did not end (a failed job raises past on_multirun_end)."""
+    for callback in list(_OPEN):
+        callback._finish()
+
+
+atexit.register(finish_open_sweeps)
 
 
 class SweepCallback(Callback):
@@ -46,7 +59,7 @@ class SweepCallback(Callback):
                 {"pipelab.sweep": "true", "sweep_dir": str(self._sweep_dir), "overrides": overrides},
             )
             os.environ[ENV_PARENT] = self._logger.run_id or ""
-        atexit.register(self._finish)
+        _OPEN.append(self)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish()
@@ -55,6 +68,8 @@ class SweepCallback(Callback):
         if self._done or self._sweep_dir is None:
             return
         self._done = True
+        if self in _OPEN:
+            _OPEN.remove(self)
         rows = read_jobs(self._sweep_dir)
         console.print_sweep_table(rows)
         status = sweep_status(rows)

@@ -10,17 +10,19 @@ one process:
 (b) pipelab: ``bench.measure(lambda: task.call(pipe, case), settings)``, the line ``runner._execute`` runs,
     with ``min_iterations = max_iterations = m`` and ``min_duration_s = 0`` so both give ``m`` samples.
 
-Blocks of (a) and (b) alternate (ABBA: the order flips every block, so drift in machine load hits both
-sides alike), and each block starts with the same untimed calls: the first call plus ``warmup`` calls (what
-``measure`` does before its timed phase; the bare block makes them too, untimed, so both time a warm pipeline).
-One JSON line per task goes to stdout::
+(c) control: a second bare loop, the A/A comparison whose ratio to (a) is the noise floor of this one.
 
-    {"task": ..., "bare_ms": <median>, "pipelab_ms": <median>, "ratio": pipelab/bare, ...}
+Blocks of (a), (b) and (c) alternate (the order rotates every block, so drift in machine load hits every side
+alike), and each block starts with the same untimed calls: the first call plus ``warmup`` calls (what
+``measure`` does before its timed phase; the bare blocks make them too, untimed, so all time a warm pipeline).
+One JSON line per task goes to stdout, then one summary line::
+
+    {"task": ..., "bare_ms": <median>, "pipelab_ms": <median>, "ratio": pipelab/bare, "control_ratio": ..., ...}
+    {"summary": ..., "ratio_geomean": ..., "control_geomean": ..., "control_scatter": [min, max], "outside": [...]}
 
 ``bare_ms`` and ``pipelab_ms`` are medians of all per-call latencies of their side; ``block_ratio_median`` is
 the median of per-block-pair ratios (less sensitive to slow drift); ``threads`` is ``torch.get_num_threads()``
 and ``loadavg_1m`` the 1-minute load average before/after the task (numbers taken under load are noisy).
-``--control`` makes side (b) a second bare loop: an A/A run whose ratios show the noise floor.
 
     python benchmarks/overhead.py                              # all ten tasks
     python benchmarks/overhead.py --tasks fill-mask ner --blocks 4 --calls-per-block 10 --threads 1
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -141,39 +144,38 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     pos, kw = task.bare_arguments(pipe, case)  # the plain call a user would write, built once
     calls = args.calls_per_block or auto_calls(pipe, pos, kw, 1 + warmup, args.block_seconds)
 
-    bare: list[float] = []
-    lab: list[float] = []
+    sides = ("bare", "pipelab", "control")
+    samples: dict[str, list[float]] = {side: [] for side in sides}
     block_ratios: list[float] = []
     for block in range(args.blocks):
-        order = ("bare", "pipelab") if block % 2 == 0 else ("pipelab", "bare")
+        order = sides[block % 3 :] + sides[: block % 3]
         medians = {}
         for side in order:
-            set_seed(int(cfg.seed))  # same sampled tokens on both sides (text generation)
-            if side == "bare":
-                samples = bare_block(pipe, pos, kw, calls, untimed=1 + warmup)
-                bare.extend(samples)
+            set_seed(int(cfg.seed))  # same sampled tokens on every side (text generation)
+            if side == "pipelab":
+                taken = pipelab_block(task, pipe, case, calls, warmup)
             else:
-                samples = (
-                    bare_block(pipe, pos, kw, calls, untimed=1 + warmup)
-                    if args.control
-                    else pipelab_block(task, pipe, case, calls, warmup)
-                )
-                lab.extend(samples)
-            medians[side] = statistics.median(samples)
+                taken = bare_block(pipe, pos, kw, calls, untimed=1 + warmup)
+            samples[side].extend(taken)
+            medians[side] = statistics.median(taken)
         block_ratios.append(medians["pipelab"] / medians["bare"])
 
-    bare_ms = statistics.median(bare)
-    pipelab_ms = statistics.median(lab)
+    bare_ms = statistics.median(samples["bare"])
+    pipelab_ms = statistics.median(samples["pipelab"])
+    control_ms = statistics.median(samples["control"])
     return {
         "task": task_name,
-        **({"control": "A/A: the pipelab side is a second bare loop"} if args.control else {}),
+        "weights": "pretrained" if cfg.model.get("path") else "tiny-random",
         "bare_ms": round(bare_ms, 4),
         "pipelab_ms": round(pipelab_ms, 4),
+        "control_ms": round(control_ms, 4),
         "ratio": round(pipelab_ms / bare_ms, 4),
+        "control_ratio": round(control_ms / bare_ms, 4),
         "block_ratio_median": round(statistics.median(block_ratios), 4),
         "block_ratio_iqr": [round(q, 4) for q in quartiles(block_ratios)],
-        "bare_n": len(bare),
-        "pipelab_n": len(lab),
+        "bare_n": len(samples["bare"]),
+        "pipelab_n": len(samples["pipelab"]),
+        "control_n": len(samples["control"]),
         "blocks": args.blocks,
         "calls_per_block": calls,
         "warmup": warmup,
@@ -199,11 +201,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls per block (default: bench.warmup)")
     parser.add_argument("--seed", type=int, default=0, help="torch.manual_seed at start")
     parser.add_argument("--data-dir", default=None, help="data_dir override (tiny models built there if missing)")
-    parser.add_argument(
-        "--control",
-        action="store_true",
-        help="A/A control: side (b) runs the bare loop too, so 'ratio' shows the noise floor of the comparison",
-    )
     parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides, e.g. temperature=0.7")
     args = parser.parse_args(argv)
     for name in ("blocks", "calls_per_block", "threads"):
@@ -222,9 +219,29 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
+    rows = []
     for task_name in args.tasks:
-        print(json.dumps(run_task(task_name, args)), flush=True)
+        rows.append(run_task(task_name, args))
+        print(json.dumps(rows[-1]), flush=True)
+    print(json.dumps(summary(rows)), flush=True)
     return 0
+
+
+def geomean(values: list[float]) -> float:
+    return math.exp(statistics.fmean(math.log(v) for v in values))
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's verdict: A/B and A/A geometric means, and the tasks whose A/B ratio is outside the A/A scatter."""
+    controls = [row["control_ratio"] for row in rows]
+    low, high = min(controls), max(controls)
+    return {
+        "summary": f"{len(rows)} tasks",
+        "ratio_geomean": round(geomean([row["ratio"] for row in rows]), 4),
+        "control_geomean": round(geomean(controls), 4),
+        "control_scatter": [low, high],
+        "outside": [row["task"] for row in rows if not low <= row["ratio"] <= high],
+    }
 
 
 if __name__ == "__main__":

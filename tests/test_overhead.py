@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 
 SCRIPT = ROOT / "benchmarks" / "overhead.py"
-TASKS = ["text-classification", "question-answering"]
+TASKS = ["text-classification", "feature-extraction"]
 BLOCKS, CALLS = 2, 2
 
 
@@ -45,16 +45,23 @@ def test_overhead_prints_one_json_line_per_task_with_positive_values(tmp_path, s
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.strip()]
-    assert len(lines) == len(TASKS), result.stdout
-    rows = [json.loads(line) for line in lines]
+    assert len(lines) == len(TASKS) + 1, result.stdout
+    rows = [json.loads(line) for line in lines[:-1]]
     assert [row["task"] for row in rows] == TASKS
     for row in rows:
-        for key in ("bare_ms", "pipelab_ms", "ratio", "block_ratio_median"):
+        for key in ("bare_ms", "pipelab_ms", "control_ms", "ratio", "control_ratio", "block_ratio_median"):
             assert isinstance(row[key], float) and math.isfinite(row[key]) and row[key] > 0, (key, row)
-        assert row["bare_n"] == row["pipelab_n"] == BLOCKS * CALLS
+        assert row["bare_n"] == row["pipelab_n"] == row["control_n"] == BLOCKS * CALLS
+        assert row["weights"] == ("pretrained" if row["task"] == "feature-extraction" else "tiny-random")
         assert row["blocks"] == BLOCKS and row["calls_per_block"] == CALLS and row["warmup"] == 0
         assert row["threads"] == 1
         assert len(row["loadavg_1m"]) == 2
+    summary = json.loads(lines[-1])
+    controls = [row["control_ratio"] for row in rows]
+    assert summary["control_scatter"] == [min(controls), max(controls)]
+    expected = math.exp(sum(math.log(row["ratio"]) for row in rows) / len(rows))
+    assert summary["ratio_geomean"] == pytest.approx(expected, abs=1e-4)
+    assert summary["outside"] == [r["task"] for r in rows if not min(controls) <= r["ratio"] <= max(controls)]
 
 
 def test_bad_arguments_exit_with_a_usage_error(tmp_path):

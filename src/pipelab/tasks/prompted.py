@@ -44,6 +44,7 @@ from pipelab.tasks.base import Case, CaseResult, Task, TaskContext, plain
 from pipelab.tasks.question_answering import QuestionAnswering
 from pipelab.tasks.summarization import Summarization
 from pipelab.tasks.translation import Translation
+from pipelab.tasks.text_generation import pad_on_the_left
 
 PROMPT_KEYS = ("system", "user", "generation", "no_answer", "languages")
 
@@ -308,12 +309,7 @@ class PromptedTask(Task, ABC):
         return set()
 
     def annotate(self, case: Case, ctx: TaskContext) -> None:
-        # Batched chats need a pad token, on the left for a decoder-only model (call_batch).
-        tokenizer = ctx.pipe.tokenizer
-        if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
-            tokenizer.pad_token = tokenizer.eos_token
-            case.kwargs.setdefault("pad_token_id", tokenizer.eos_token_id)
-        tokenizer.padding_side = "left"
+        pad_on_the_left(case, ctx.pipe.tokenizer)  # batched chats (call_batch)
         super().annotate(case, ctx)
 
     @abstractmethod

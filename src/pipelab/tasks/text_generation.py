@@ -24,6 +24,20 @@ def generation_kwargs(cfg: DictConfig) -> dict[str, Any]:
     return kwargs
 
 
+def pad_on_the_left(case: Case, tokenizer: Any) -> None:
+    """Batched generation needs a pad token, on the left for a decoder-only model; GPT-2 has none, so EOS stands in.
+
+    The tokenizer belongs to a cached pipeline that later runs and sweeps reuse, so the case's kwargs are decided by
+    the tokenizer's state after the change, never by whether this call made it: every run of a config gets the same
+    kwargs, first in its process or not. pad_token_id=eos silences "Setting pad_token_id to eos_token_id" per call.
+    """
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id == tokenizer.eos_token_id:
+        case.kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+    tokenizer.padding_side = "left"
+
+
 class TextGeneration(Task):
     name = "text-generation"
     order = 3
@@ -52,13 +66,7 @@ class TextGeneration(Task):
         return case
 
     def annotate(self, case: Case, ctx: TaskContext) -> None:
-        # pad_token_id=eos silences "Setting pad_token_id to eos_token_id" on every call (GPT-2 has no pad).
-        # Batched calls need a pad token, on the left for a decoder-only model.
-        tokenizer = ctx.pipe.tokenizer
-        if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
-            tokenizer.pad_token = tokenizer.eos_token
-            case.kwargs.setdefault("pad_token_id", tokenizer.eos_token_id)
-        tokenizer.padding_side = "left"
+        pad_on_the_left(case, ctx.pipe.tokenizer)
         super().annotate(case, ctx)
 
     def summarize(self, results: list[CaseResult], ctx: TaskContext) -> dict[str, float]:

@@ -24,17 +24,19 @@ def generation_kwargs(cfg: DictConfig) -> dict[str, Any]:
     return kwargs
 
 
-def pad_on_the_left(case: Case, tokenizer: Any) -> None:
+def pad_on_the_left(pipe: Any) -> None:
     """Batched generation needs a pad token, on the left for a decoder-only model; GPT-2 has none, so EOS stands in.
 
-    The tokenizer belongs to a cached pipeline that later runs and sweeps reuse, so the case's kwargs are decided by
-    the tokenizer's state after the change, never by whether this call made it: every run of a config gets the same
-    kwargs, first in its process or not. pad_token_id=eos silences "Setting pad_token_id to eos_token_id" per call.
+    The pad id goes into the model's generation config, not into a case's kwargs: the pipeline is cached and later
+    runs and sweeps reuse it, so the kwargs (recorded with every case) must not depend on which run changed it first.
+    A pad id in the generation config also silences "Setting pad_token_id to eos_token_id" on every call.
     """
+    tokenizer = pipe.tokenizer
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
-    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id == tokenizer.eos_token_id:
-        case.kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+    generation = getattr(pipe.model, "generation_config", None)
+    if generation is not None and generation.pad_token_id is None:
+        generation.pad_token_id = tokenizer.pad_token_id
     tokenizer.padding_side = "left"
 
 
@@ -66,7 +68,7 @@ class TextGeneration(Task):
         return case
 
     def annotate(self, case: Case, ctx: TaskContext) -> None:
-        pad_on_the_left(case, ctx.pipe.tokenizer)
+        pad_on_the_left(ctx.pipe)
         super().annotate(case, ctx)
 
     def summarize(self, results: list[CaseResult], ctx: TaskContext) -> dict[str, float]:

@@ -106,6 +106,7 @@ def test_temperature_sweep_is_three_child_runs_under_one_parent_with_one_model_l
     assert parent.data.metrics["latency_p50_ms_min"] == min(p50) and parent.data.metrics["latency_p50_ms_max"] == max(
         p50
     )
+    assert parent.data.tags["task"] == "text-generation" and parent.data.tags["weights"] == "tiny-random"
     assert parent.data.metrics["schema_valid_rate_min"] == min(c.data.metrics["schema_valid_rate"] for c in children)
     # Every run names its inputs as a dataset: the same prompts at each temperature, so one digest for all.
     datasets = [[(d.dataset.name, d.dataset.digest) for d in r.inputs.dataset_inputs] for r in (parent, *children)]

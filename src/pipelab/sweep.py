@@ -44,6 +44,8 @@ _OPEN: list[SweepCallback] = []
 # MLflow runs table shows its range (the column picker lists them beside the children's metric).
 SUMMARY_STATS: dict[str, tuple[str, ...]] = {"latency_p50_ms": ("min", "max"), "schema_valid_rate": ("min",)}
 _STATS = {"min": min, "max": max}
+# Run tags the parent copies when all its jobs agree, so the collapsed row fills the same tag columns.
+SHARED_TAGS = ("task", "model", "weights", "profile", "device", "ablation")
 
 
 def _key(override: Any) -> str:
@@ -78,6 +80,18 @@ def sweep_name(config: DictConfig, axes: dict[str, list[str]]) -> str:
     elif not tasks and config.model.name != "auto":
         lead += f" {config.model.name}"
     return lead + (" [tiny]" if config.profile.name == "tiny" else "")
+
+
+def common_tags(jobs_records: list[dict[str, Any]]) -> dict[str, str]:
+    """The run tags every job of the sweep shares (task, weights, ...), for the parent's own tag columns."""
+    if not jobs_records:
+        return {}
+    first = jobs_records[0].get("tags") or {}
+    return {
+        k: first[k]
+        for k in SHARED_TAGS
+        if k in first and all((r.get("tags") or {}).get(k) == first[k] for r in jobs_records)
+    }
 
 
 def summary_metrics(metrics: list[dict[str, float]]) -> dict[str, float]:
@@ -154,7 +168,8 @@ class SweepCallback(Callback):
             self._logger.log(
                 metrics={f"jobs_{k.lower()}": float(v) for k, v in counts.items()}
                 | {"jobs_total": float(len(rows))}
-                | summary_metrics([r.get("metrics") or {} for r in jobs_records])
+                | summary_metrics([r.get("metrics") or {} for r in jobs_records]),
+                tags=common_tags(jobs_records),
             )
             self._log_datasets(jobs_records)
             self._logger.log_artifacts({"jobs.json": json.dumps(rows, indent=2, default=str)})

@@ -39,7 +39,7 @@ venv:
 # another apt to let go of its lock).
 apt:
 	@missing=(); \
-	while read -r package _; do \
+	while read -r package _ || [ -n "$$package" ]; do \
 		[ -z "$$package" ] || [[ "$$package" == \#* ]] && continue; \
 		dpkg -s "$$package" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$$package"); \
 	done < $(APT_LIST); \

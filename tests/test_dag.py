@@ -374,6 +374,57 @@ def test_plots_show_renders_offline(dag):
         assert vl_convert.vegalite_to_svg(spec).startswith("<svg")
 
 
+# Per chart: its drawn size and its data marks: the paths Vega draws for lines, bars and points (DVC's page
+# renders SVG), or, on a canvas, the pixels painted in a colour (not transparent, not the white background).
+_DRAWN_CHARTS_JS = """() => [...document.querySelectorAll('.vega-embed')].map(embed => {
+    const drawn = embed.querySelector('svg, canvas');
+    if (!drawn) return {width: 0, height: 0, marks: 0};
+    const box = drawn.getBoundingClientRect();
+    let marks = drawn.querySelectorAll('g.role-mark path').length;
+    if (drawn.tagName === 'CANVAS') {
+        const pixels = drawn.getContext('2d').getImageData(0, 0, drawn.width, drawn.height).data;
+        marks = 0;
+        for (let i = 0; i < pixels.length; i += 4) {
+            if (pixels[i + 3] > 0 && (pixels[i] < 240 || pixels[i + 1] < 240 || pixels[i + 2] < 240)) marks++;
+        }
+    }
+    return {width: box.width, height: box.height, marks};
+})"""
+
+
+@pytest.mark.slow
+def test_plots_show_page_draws_every_plot_in_a_browser_without_the_network(dag, tmp_path):
+    """`dvc plots show`'s page opened in headless Chromium as a file: one drawn chart per plot file, no error,
+    and no request that leaves this machine (the page carries vega inline)."""
+    from browser import chromium_page
+
+    repo = dag["repo"]
+    _dvc(["plots", "show"], repo)
+    page_path = repo / "dvc_plots" / "index.html"
+    curves = sorted((repo / "results" / "plots" / "dvc").rglob("*.csv"))
+    assert curves
+    errors: list[str] = []
+    with chromium_page() as (page, requests):
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        started = time.perf_counter()
+        page.goto(page_path.as_uri(), wait_until="load", timeout=120_000)
+        page.wait_for_function(
+            f"document.querySelectorAll('.vega-embed canvas, .vega-embed svg').length >= {len(curves)}",
+            timeout=120_000,
+        )
+        print(f"\ndvc plots page: {len(curves)} charts drawn in {time.perf_counter() - started:.2f} s")
+        charts = page.evaluate(_DRAWN_CHARTS_JS)
+        page.screenshot(path=str(tmp_path / "dvc_plots.png"), full_page=True)
+        print(f"screenshot: {tmp_path / 'dvc_plots.png'}")
+    assert len(charts) == len(curves), (len(charts), len(curves))
+    blank = [i for i, chart in enumerate(charts) if chart["width"] < 50 or chart["height"] < 50 or not chart["marks"]]
+    assert not blank, [charts[i] for i in blank]
+    assert not errors, errors
+    assert requests.urls and requests.urls[0] == page_path.as_uri()
+    assert not requests.outside, requests.outside  # file:// and loopback only
+
+
 @pytest.mark.slow
 def test_exp_show_and_metrics_show_read_the_dag_metrics(dag):
     repo = dag["repo"]

@@ -1,8 +1,9 @@
 """The jobs file of a multirun: how each job reports to the sweep callback (pipelab.sweep), without Hydra.
 
-The callback opens the sweep's MLflow parent run and hands its id and the sweep folder to the jobs through the
-environment; each job appends one JSON line to ``<sweep dir>/pipelab_jobs.jsonl``, which the callback reads at the
-end for the sweep table and the DAG reads to check that every job left a record.
+The callback opens the sweep's MLflow parent run and hands its id, the sweep folder, the keys the sweep varies
+and each job's values of them (which name the job's child run) to the jobs through the environment; each job
+appends one JSON line to ``<sweep dir>/pipelab_jobs.jsonl``, which the callback reads at the end for the sweep
+table and the DAG reads to check that every job left a record.
 """
 
 from __future__ import annotations
@@ -15,11 +16,22 @@ from typing import Any
 ENV_PARENT = "PIPELAB_PARENT_RUN_ID"
 ENV_SWEEP_DIR = "PIPELAB_SWEEP_DIR"
 ENV_ROOT = "PIPELAB_ROOT"
+ENV_AXES = "PIPELAB_SWEEP_AXES"  # JSON list: the override keys the sweep varies
+ENV_POINT = "PIPELAB_SWEEP_POINT"  # JSON object: this job's value of each of them, as typed
 JOBS_FILE = "pipelab_jobs.jsonl"
 
 
 def parent_run_id() -> str | None:
     return os.environ.get(ENV_PARENT) or None
+
+
+def sweep_axes() -> list[str]:
+    return json.loads(os.environ.get(ENV_AXES) or "[]")
+
+
+def sweep_point() -> dict[str, str]:
+    """This job's place in its sweep ({"temperature": "0.7"}); empty outside a sweep or when nothing varies."""
+    return json.loads(os.environ.get(ENV_POINT) or "{}")
 
 
 def note_job(row: dict[str, Any]) -> None:

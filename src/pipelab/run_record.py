@@ -31,15 +31,62 @@ def ablation_point(cfg: DictConfig) -> dict[str, Any]:
     return {axis: to_jsonable(OmegaConf.select(cfg, axis)) for axis in cfg.ablation.axes}
 
 
-def run_name(cfg: DictConfig, task: Task, weights: str) -> str:
-    parts = [cfg.task.name, cfg.model.name + (" (prompted)" if is_prompted(cfg) else "")]
-    parts += task.run_name_parts(cfg)
+def name_parts(cfg: DictConfig, task: Task, weights: str) -> dict[str, str]:
+    """The parts of a run's name, each under the config key it shows (`task`, `model`, `temperature`, ...).
+
+    The full name joins them all; a sweep's child run shows only the parts of the keys its sweep varies.
+    """
+    parts = {"task": cfg.task.name, "model": cfg.model.name + (" (prompted)" if is_prompted(cfg) else "")}
+    parts |= task.run_name_parts(cfg)
     for axis, value in ablation_point(cfg).items():
-        if axis not in ("temperature", "model.name"):  # both already in the name
-            parts.append(f"{_SHORT.get(axis, axis.rsplit('.', 1)[-1])}={value}")
+        key = axis.removesuffix(".name")  # model.name is the `model` group's choice
+        parts.setdefault(key, f"{_SHORT.get(axis, axis.rsplit('.', 1)[-1])}={value}")
     if weights == "tiny-random":
-        parts.append("[tiny]")
-    return " ".join(parts)
+        parts["weights"] = "[tiny]"
+    return parts
+
+
+def run_name(cfg: DictConfig, task: Task, weights: str) -> str:
+    """The full name of a run (its record's `name`), e.g. `text-generation gpt2 T=0.7 [tiny]`."""
+    return " ".join(name_parts(cfg, task, weights).values())
+
+
+def point_name(cfg: DictConfig, task: Task, weights: str, point: dict[str, str]) -> str:
+    """A sweep child's name: what its sweep varies, at this job's values (`T=0.7`, `ner`, `top_k`).
+
+    `point` maps each varied override key to this job's value as typed. A key the full name shows (task,
+    model, an ablation axis, the task's own parts) keeps that part; a config group shows its choice; any
+    other key `key=value`. No varied key: the full name.
+    """
+    if not point:
+        return run_name(cfg, task, weights)
+    parts = name_parts(cfg, task, weights)
+    labels = []
+    for key, value in point.items():
+        if key in parts:
+            labels.append(parts[key])
+        elif "." not in key and _is_group(cfg, key):
+            labels.append(value)  # a config group (decoding=top_k): its choice names itself
+        else:
+            labels.append(f"{_SHORT.get(key, key.rsplit('.', 1)[-1])}={value}")
+    return " ".join(labels)
+
+
+def _is_group(cfg: DictConfig, key: str) -> bool:
+    """A top-level key whose value is a config node, or that is no key at all (a `_global_` group: decoding)."""
+    missing = object()
+    node = OmegaConf.select(cfg, key, default=missing)
+    return node is missing or isinstance(node, DictConfig)
+
+
+def dataset_rows(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What went into a run, as its MLflow dataset: each case's id, kind and input (a record's `cases` or the
+    prepared ones), without settings or outputs, so runs on the same inputs share a digest."""
+    return [{key: case.get(key) for key in ("id", "kind", "input")} for case in cases]
+
+
+def dataset_name(task_name: str, rows: list[dict[str, Any]]) -> str:
+    return f"{task_name}: {len(rows)} cases"
 
 
 def run_tags(

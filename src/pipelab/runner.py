@@ -28,7 +28,17 @@ from pipelab.environment import environment
 from pipelab.models import is_prompted, pipeline_task, resolve_model
 from pipelab.pipeline_cache import cache_stats, load_pipeline
 from pipelab.redaction import redact, redact_values
-from pipelab.run_record import base_record, case_json, config_yaml, params_view, run_name, run_tags
+from pipelab.run_record import (
+    base_record,
+    case_json,
+    config_yaml,
+    dataset_name,
+    dataset_rows,
+    params_view,
+    point_name,
+    run_name,
+    run_tags,
+)
 from pipelab.schemas import to_jsonable
 from pipelab.tasks import Case, CaseResult, TaskContext, get_task
 from pipelab.weights import resolve_weights
@@ -121,8 +131,14 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
     tags = run_tags(cfg, weights, device, dtype, digest, path, root)
     logging_started = time.perf_counter()
     if logger is not None:
-        logger.start(name, tags, parent_run_id=jobs.parent_run_id())
+        parent = jobs.parent_run_id()
+        # Under a sweep's parent run the name says only what the sweep varies (T=0.7): the parent says the rest.
+        mlflow_name = point_name(cfg, task, weights.weights, jobs.sweep_point()) if parent else name
+        logger.start(mlflow_name, tags, parent_run_id=parent)
         logger.log(params=tracking.flatten(params_view(config_dict)) | {"model.resolved_revision": weights.revision})
+        inputs = dataset_rows([{"id": c.id, "kind": c.kind, "input": to_jsonable(c.display)} for c in cases])
+        inputs = redact_values(inputs)
+        logger.log_dataset(dataset_name(cfg.task.name, inputs), inputs, f"conf/task/{cfg.task.name}.yaml")
     logging_s = time.perf_counter() - logging_started
     try:
         record = _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, tags, started)

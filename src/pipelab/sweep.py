@@ -1,10 +1,13 @@
 """A Hydra callback that groups a multirun under one MLflow parent run and prints its table at the end.
 
 ``on_multirun_start`` runs once in the launching process, before any job: it creates the MLflow store and the
-experiment (so parallel jobs never race on a fresh SQLite file), opens the parent run, and hands its id to
-the jobs through the environment (joblib's worker processes are started later and inherit it). Each job
+experiment (so parallel jobs never race on a fresh SQLite file), opens the parent run, named after the task and
+what the sweep varies (``text-generation: temperature 0.7/1.0/1.5 [tiny]``), and hands its id and the varied keys
+to the jobs through the environment (joblib's worker processes are started later and inherit it);
+``on_job_start`` tells each job its values of those keys, which name its child run (``T=0.7``). Each job
 appends one JSON line to ``<sweep dir>/pipelab_jobs.jsonl``; at the end (or at exit, when a failed job makes
-Hydra raise before ``on_multirun_end``) the parent run is closed with the sweep's status and the table printed.
+Hydra raise before ``on_multirun_end``) the parent run gets the sweep's summary metrics and its jobs' datasets
+(read from their records), is closed with the sweep's status, and the table is printed.
 A process that runs several sweeps (the DVC stage, stages/sweep_task.py) calls :func:`finish_open_sweeps` after
 each, so a failed sweep's parent run is closed before the next sweep starts.
 """
@@ -17,13 +20,88 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from pipelab import console, tracking
-from pipelab.jobs import ENV_PARENT, ENV_ROOT, ENV_SWEEP_DIR, JOBS_FILE, read_jobs, sweep_status
+from pipelab import console, records, tracking
+from pipelab.jobs import (
+    ENV_AXES,
+    ENV_PARENT,
+    ENV_POINT,
+    ENV_ROOT,
+    ENV_SWEEP_DIR,
+    JOBS_FILE,
+    read_jobs,
+    sweep_axes,
+    sweep_status,
+)
+from pipelab.run_record import dataset_name, dataset_rows
 
 _OPEN: list[SweepCallback] = []
+
+# The parent run's own metrics, over its jobs' records: `<metric>_<stat>`, so a collapsed sweep row in the
+# MLflow runs table shows its range (the column picker lists them beside the children's metric).
+SUMMARY_STATS: dict[str, tuple[str, ...]] = {"latency_p50_ms": ("min", "max"), "schema_valid_rate": ("min",)}
+_STATS = {"min": min, "max": max}
+# Run tags the parent copies when all its jobs agree, so the collapsed row fills the same tag columns.
+SHARED_TAGS = ("task", "model", "weights", "profile", "device", "ablation")
+
+
+def _key(override: Any) -> str:
+    return str(override.key_or_group).lstrip("+~")
+
+
+def varied_axes(config: DictConfig) -> dict[str, list[str]]:
+    """Override key -> its values, for each key the sweep gives more than one value, in the order Hydra's basic
+    sweeper expands them: the config's `hydra.sweeper.params` (an ablation's), then the command line's."""
+    node = config.hydra.sweeper.get("params")
+    params = (OmegaConf.to_container(node, resolve=False) if node is not None else None) or {}
+    typed = [f"{key}={value}" for key, value in params.items()]
+    typed += [str(o) for o in config.hydra.overrides.task]
+    axes: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(typed):
+        if override.is_sweep_override():
+            values = list(override.sweep_string_iterator())
+            if len(values) > 1:
+                axes[_key(override)] = values
+        else:
+            axes.pop(_key(override), None)  # a later single value replaces an earlier sweep of the same key
+    return axes
+
+
+def sweep_name(config: DictConfig, axes: dict[str, list[str]]) -> str:
+    """The parent run's name: the task (or how many), what varies and its values, the tiny marker."""
+    tasks = axes.get("task")
+    lead = f"{len(tasks)} tasks" if tasks else str(config.task.name)
+    varied = "; ".join(f"{key.rsplit('.', 1)[-1]} {'/'.join(values)}" for key, values in axes.items() if key != "task")
+    if varied:
+        lead += f": {varied}"
+    elif not tasks and config.model.name != "auto":
+        lead += f" {config.model.name}"
+    return lead + (" [tiny]" if config.profile.name == "tiny" else "")
+
+
+def common_tags(jobs_records: list[dict[str, Any]]) -> dict[str, str]:
+    """The run tags every job of the sweep shares (task, weights, ...), for the parent's own tag columns."""
+    if not jobs_records:
+        return {}
+    first = jobs_records[0].get("tags") or {}
+    return {
+        k: first[k]
+        for k in SHARED_TAGS
+        if k in first and all((r.get("tags") or {}).get(k) == first[k] for r in jobs_records)
+    }
+
+
+def summary_metrics(metrics: list[dict[str, float]]) -> dict[str, float]:
+    """SUMMARY_STATS over the jobs that have the metric."""
+    summary = {}
+    for name, stats in SUMMARY_STATS.items():
+        values = [m[name] for m in metrics if m.get(name) is not None]
+        if values:
+            summary |= {f"{name}_{stat}": float(_STATS[stat](values)) for stat in stats}
+    return summary
 
 
 def finish_open_sweeps() -> None:
@@ -49,17 +127,26 @@ class SweepCallback(Callback):
         self._sweep_dir.mkdir(parents=True, exist_ok=True)
         (self._sweep_dir / JOBS_FILE).unlink(missing_ok=True)
         os.environ[ENV_SWEEP_DIR] = str(self._sweep_dir)
+        axes = varied_axes(config)
+        os.environ[ENV_AXES] = json.dumps(list(axes))
         if config.tracking.enabled:
             uri = tracking.tracking_uri(config.tracking.uri, root)
             experiment_id = tracking.ensure_experiment(uri, config.tracking.experiment)
             overrides = " ".join(str(o) for o in config.hydra.overrides.task)
             self._logger = tracking.RunLogger(uri, experiment_id)
             self._logger.start(
-                f"sweep {overrides}".strip(),
+                sweep_name(config, axes),
                 {"pipelab.sweep": "true", "sweep_dir": str(self._sweep_dir), "overrides": overrides},
             )
             os.environ[ENV_PARENT] = self._logger.run_id or ""
         _OPEN.append(self)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """In the job's process: its values of the varied keys, from its own overrides (names its child run)."""
+        axes = sweep_axes()
+        typed = OverridesParser.create().parse_overrides([str(o) for o in config.hydra.overrides.task])
+        values = {_key(o): o.get_value_element_as_str() for o in typed}
+        os.environ[ENV_POINT] = json.dumps({key: values[key] for key in axes if key in values})
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish()
@@ -77,10 +164,26 @@ class SweepCallback(Callback):
             counts = {
                 s: sum(1 for r in rows if r.get("status") == s) for s in ("FINISHED", "FAILED", "SKIPPED", "KILLED")
             }
+            jobs_records = [records.read_record(Path(r["record"])) for r in rows if r.get("record")]
             self._logger.log(
-                metrics={f"jobs_{k.lower()}": float(v) for k, v in counts.items()} | {"jobs_total": float(len(rows))}
+                metrics={f"jobs_{k.lower()}": float(v) for k, v in counts.items()}
+                | {"jobs_total": float(len(rows))}
+                | summary_metrics([r.get("metrics") or {} for r in jobs_records]),
+                tags=common_tags(jobs_records),
             )
+            self._log_datasets(jobs_records)
             self._logger.log_artifacts({"jobs.json": json.dumps(rows, indent=2, default=str)})
             self._logger.end(status)
-        os.environ.pop(ENV_PARENT, None)
-        os.environ.pop(ENV_SWEEP_DIR, None)
+        for name in (ENV_PARENT, ENV_SWEEP_DIR, ENV_AXES, ENV_POINT):
+            os.environ.pop(name, None)
+
+    def _log_datasets(self, jobs_records: list[dict[str, Any]]) -> None:
+        """Each distinct input set of the jobs once, so the collapsed row's Dataset column says what went in."""
+        assert self._logger is not None
+        seen: set[str] = set()
+        for record in jobs_records:
+            rows = dataset_rows(record.get("cases") or [])
+            digest = tracking.dataset_digest(rows)
+            if rows and digest not in seen:
+                seen.add(digest)
+                self._logger.log_dataset(dataset_name(record["task"], rows), rows, f"conf/task/{record['task']}.yaml")

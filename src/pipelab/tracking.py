@@ -8,6 +8,7 @@ once were measured to lose runs (alembic migration race). Writes retry while SQL
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -21,6 +22,11 @@ from pipelab.redaction import redact
 T = TypeVar("T")
 
 PARAM_VALUE_LIMIT = 6000
+# MLflow 3 opens an experiment in the view its kind names; without the tag the UI guesses, and a pipelab
+# experiment (no model training, text outputs) landed in the GenAI view. This is the model-training view.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# The context shown beside a dataset in the runs table: the inputs a run was evaluated on.
+DATASET_CONTEXT = "eval"
 
 
 def default_uri(root: Path) -> str:
@@ -63,15 +69,22 @@ def client(uri: str) -> Any:
 
 
 def ensure_experiment(uri: str, name: str) -> str:
-    """Create the store (first client call runs the migrations) and the experiment; return its id."""
+    """Create the store (first client call runs the migrations) and the experiment; return its id.
+
+    The experiment gets its kind tag (EXPERIMENT_KIND) when created, and an existing experiment that lacks it
+    (made by an older pipelab) gets it too; one that has it costs no write.
+    """
     mlflow_client = client(uri)
+    key, kind = EXPERIMENT_KIND
 
     def get_or_create() -> str:
         found = mlflow_client.get_experiment_by_name(name)
         if found is not None:
+            if found.tags.get(key) != kind:
+                mlflow_client.set_experiment_tag(found.experiment_id, key, kind)
             return found.experiment_id
         try:
-            return mlflow_client.create_experiment(name, artifact_location=artifact_root(uri))
+            return mlflow_client.create_experiment(name, artifact_location=artifact_root(uri), tags={key: kind})
         except Exception:
             found = mlflow_client.get_experiment_by_name(name)  # another process created it meanwhile
             if found is None:
@@ -79,6 +92,12 @@ def ensure_experiment(uri: str, name: str) -> str:
             return found.experiment_id
 
     return with_retry(get_or_create)
+
+
+def dataset_digest(rows: list[dict[str, Any]]) -> str:
+    """Eight hex digits of the rows' canonical JSON: the same inputs give the same digest, run after run."""
+    canonical = json.dumps(rows, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:8]
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -137,6 +156,28 @@ class RunLogger:
                     tags=tag_list if first else [],
                 )
             )
+
+    def log_dataset(self, name: str, rows: list[dict[str, Any]], source: str) -> str:
+        """Log `rows` (JSON-able dicts, one per input) as the run's dataset input; return its digest.
+
+        MLflow keeps a dataset's name, digest, source and profile, not its rows (outputs.json has them beside
+        each output): the runs table's Dataset column shows `name (digest)`, so runs on the same inputs show
+        the same digest, and `source` says where the inputs are configured.
+        """
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        digest = dataset_digest(rows)
+        dataset = Dataset(
+            name=name,
+            digest=digest,
+            source_type="local",
+            source=json.dumps({"uri": source}),
+            profile=json.dumps({"num_rows": len(rows)}),
+        )
+        inputs = [DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, DATASET_CONTEXT)])]
+        with_retry(lambda: self.client.log_inputs(self.run_id, datasets=inputs))
+        return digest
 
     def log_artifacts(self, files: dict[str, str | bytes]) -> None:
         """Name -> content, written to a temp folder and uploaded under the run's artifacts."""

@@ -119,9 +119,10 @@ class Task:
         """Metrics measured beside the latency protocol (time to first token for generation)."""
         return {}
 
-    def run_name_parts(self, cfg: DictConfig) -> list[str]:
-        """What a run's name says after task and model, besides the ablation point (e.g. T=0.7)."""
-        return []
+    def run_name_parts(self, cfg: DictConfig) -> dict[str, str]:
+        """What a run's name says after task and model, under the config key each part shows (e.g.
+        {"temperature": "T=0.7"}): a sweep over that key names its child runs by that part alone."""
+        return {}
 
     def bare_arguments(self, pipe: Any, case: Case) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The arguments of the plain ``pipe(...)`` call a user would write for `case`, built once for a loop."""

@@ -53,8 +53,9 @@ class TextGeneration(Task):
 
         return bench.measure_generation(pipe, case.input, dict(case.kwargs)).as_metrics()
 
-    def run_name_parts(self, cfg: DictConfig) -> list[str]:
-        return ["greedy" if not cfg.task.generation.do_sample else f"T={cfg.temperature:g}"]
+    def run_name_parts(self, cfg: DictConfig) -> dict[str, str]:
+        # Greedy decoding ignores the temperature: say so instead of a T= that had no effect.
+        return {"temperature": "greedy" if not cfg.task.generation.do_sample else f"T={cfg.temperature:g}"}
 
     def prepare(self, case_cfg: DictConfig, ctx: TaskContext) -> list[Case]:
         cases = super().prepare(case_cfg, ctx)

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 MAX_BENCH_ITERATIONS = 10_000  # bench.BenchSettings.max_iterations: the timed loop's safety cap
+RUNTIMES = ("torch", "onnxruntime")  # what runs the model inside pipeline(): PyTorch, or an ONNX Runtime session
 
 
 class ConfigError(ValueError):
@@ -162,9 +163,11 @@ class BenchSchema:
     min_iterations: int = 10
     min_duration_s: float = 10.0
     batch_size: int = 1  # items per timed call (ablation=batch_size sweeps it)
+    stage_calls: int = 3  # extra calls after the timed loop that time preprocess / forward / postprocess (0: off)
 
     def __post_init__(self) -> None:
         _check_positive(self.batch_size, "bench.batch_size", integer=True)
+        _check_positive(self.stage_calls, "bench.stage_calls", strictly=False, integer=True)
         _check_positive(self.min_iterations, "bench.min_iterations", integer=True)
         if self.min_iterations > MAX_BENCH_ITERATIONS:
             raise ConfigError(f"bench.min_iterations must be <= {MAX_BENCH_ITERATIONS}, got {self.min_iterations}")
@@ -197,6 +200,9 @@ class PipelabConfig:
     pipeline_cache: PipelineCacheSchema = field(default_factory=PipelineCacheSchema)
     seed: int = 42
     temperature: float = 1.0
+    quantization: str = "none"  # pipelab.quantization.METHODS: none | int8_dynamic | int8_weight_only | bnb_int8 | ...
+    runtime: str = "torch"  # torch | onnxruntime (pipelab.onnx_runtime)
+    compare_to_reference: bool = False  # also record agreement, latency and size against the none/torch variant
     rerun: bool = False
     input: str | None = None  # an extra user case: a text, or an image/audio file path for those tasks
     results_dir: str = "results"
@@ -204,6 +210,12 @@ class PipelabConfig:
 
     def __post_init__(self) -> None:
         _check_positive(self.temperature, "temperature")
+        from pipelab.quantization import METHODS
+
+        if self.quantization not in METHODS:
+            raise ConfigError(f"unknown quantization '{self.quantization}'. Valid: {', '.join(METHODS)}")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"unknown runtime '{self.runtime}'. Valid: {', '.join(RUNTIMES)}")
         if self.ablation.tasks and self.task.name not in self.ablation.tasks:
             raise ConfigError(
                 f"ablation '{self.ablation.name}' applies to {', '.join(self.ablation.tasks)}, "

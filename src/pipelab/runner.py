@@ -7,6 +7,7 @@ raises is recorded with its error and the run goes on. A run that crashes after 
 
 from __future__ import annotations
 
+import copy
 import json
 import signal
 import threading
@@ -19,14 +20,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pipelab import bench, console, jobs, records, tracking
+from pipelab import bench, console, jobs, quantization, records, stage_timing, tracking
 from pipelab.assets import AssetStore
 from pipelab.checks import course_checks
 from pipelab.config import ConfigError, validate_config
 from pipelab.devices import resolve_device
 from pipelab.environment import environment
 from pipelab.models import is_prompted, pipeline_task, resolve_model
-from pipelab.pipeline_cache import cache_stats, load_pipeline
+from pipelab.pipeline_cache import REFERENCE, cache_stats, load_pipeline
 from pipelab.redaction import redact, redact_values
 from pipelab.run_record import (
     base_record,
@@ -42,6 +43,9 @@ from pipelab.run_record import (
 from pipelab.schemas import to_jsonable
 from pipelab.tasks import Case, CaseResult, TaskContext, get_task
 from pipelab.weights import resolve_weights
+
+#: Statuses of a record that an identical config need not run again.
+DONE_STATUSES = ("FINISHED", "UNSUPPORTED")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -120,7 +124,7 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
 
     uri = tracking.tracking_uri(cfg.tracking.uri, root)
     experiment_id = tracking.ensure_experiment(uri, cfg.tracking.experiment) if cfg.tracking.enabled else None
-    if not cfg.rerun and path.is_file() and records.read_record(path).get("status") == "FINISHED":
+    if not cfg.rerun and path.is_file() and records.read_record(path).get("status") in DONE_STATUSES:
         finished = experiment_id is None or tracking.find_finished_run(uri, experiment_id, digest)
         if finished:
             console.print_skip(name, path, finished if isinstance(finished, str) else None)
@@ -140,6 +144,11 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
         inputs = redact_values(inputs)
         logger.log_dataset(dataset_name(cfg.task.name, inputs), inputs, f"conf/task/{cfg.task.name}.yaml")
     logging_s = time.perf_counter() - logging_started
+    unsupported = unsupported_reason(cfg, task, device)
+    if unsupported is not None:
+        return _record_unsupported(
+            cfg, config_dict, weights, device, dtype, name, digest, tags, started, path, logger, unsupported
+        )
     try:
         record = _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, tags, started)
     except KeyboardInterrupt:
@@ -190,28 +199,55 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
     return RunOutcome("FINISHED", path, logger.run_id if logger else None, record["metrics"])
 
 
-def _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, tags, started) -> dict[str, Any]:  # noqa: ANN001
+def unsupported_reason(cfg: DictConfig, task: Any, device: str) -> str | None:
+    """Why this run's quantization or runtime cannot run here (recorded as an UNSUPPORTED point), or None."""
+    reason = quantization.unsupported_reason(cfg.quantization, device)
+    if reason is None and cfg.runtime == "onnxruntime":
+        from pipelab import onnx_runtime
+
+        reason = onnx_runtime.unsupported_reason(task, device, cfg.quantization, is_prompted(cfg))
+    return reason
+
+
+def _record_unsupported(
+    cfg, config_dict, weights, device, dtype, name, digest, tags, started, path, logger, reason
+) -> RunOutcome:  # noqa: ANN001
+    """A point that cannot run here is data, not a crash: a record and an MLflow run that say why."""
+    finished = datetime.now(UTC)
+    record = base_record(cfg, config_dict, weights, device, dtype, name, digest, tags, started) | {
+        "status": "UNSUPPORTED",
+        "unsupported": reason,
+        "finished_at": finished.isoformat(),
+        "duration_s": (finished - started).total_seconds(),
+        "metrics": {},
+        "cases": [],
+    }
+    record = redact(record)
+    records.write_record(path, record)
+    run_id = None
+    if logger is not None:
+        logger.log(tags={"unsupported": reason[:5000]})
+        logger.log_artifacts({"config.yaml": config_yaml(config_dict)})
+        logger.end("FINISHED")  # MLflow has no status for "not supported here"; the tag says it
+        run_id = logger.run_id
+    print(f"\n== {name} ==\nnot supported here: {reason}", flush=True)
+    jobs.note_job({"name": name, "status": "UNSUPPORTED", "error": reason, "record": str(path)})
+    return RunOutcome("UNSUPPORTED", path, run_id)
+
+
+def _run_cases(task: Any, ctx: TaskContext, pipe: Any, cases: list[Case], seed: int) -> list[CaseResult]:
+    """Every case through `pipe`: output, schema check and what the record keeps; a case that raises is data."""
     from transformers import set_seed
 
-    loaded, cache_hit = load_pipeline(
-        pipeline_task(cfg),
-        weights,
-        device,
-        dtype,
-        cfg.model,
-        max_models=int(cfg.pipeline_cache.max_models),
-        max_memory_mb=cfg.pipeline_cache.max_memory_mb,
-    )
-    ctx.pipe = loaded.pipe
-    cases_started = time.perf_counter()
+    ctx.pipe = pipe
     results: list[CaseResult] = []
     for case in cases:
         result = CaseResult(case)
         try:
             task.annotate(case, ctx)
-            set_seed(cfg.seed)
+            set_seed(seed)
             t0 = time.perf_counter()
-            raw = task.call(loaded.pipe, case)
+            raw = task.call(pipe, case)
             result.latency_ms = (time.perf_counter() - t0) * 1000
             result.output = to_jsonable(raw)
             result.problems = task.validate(result.output, case)
@@ -223,7 +259,36 @@ def _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, 
         except Exception as exc:  # a case that raises is data: record it and go on
             result.error = f"{type(exc).__name__}: {exc}"
         results.append(result)
+    return results
 
+
+def _bench_call(task: Any, pipe: Any, case: Case, batch: int) -> Any:
+    if batch == 1:
+        return lambda: task.call(pipe, case)
+    return lambda: task.call_batch(pipe, case, batch)
+
+
+def _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, tags, started) -> dict[str, Any]:  # noqa: ANN001
+    from transformers import set_seed
+
+    variant = (str(cfg.quantization), str(cfg.runtime))
+
+    def load(which: tuple[str, str]) -> Any:
+        return load_pipeline(
+            pipeline_task(cfg),
+            weights,
+            device,
+            dtype,
+            cfg.model,
+            max_models=int(cfg.pipeline_cache.max_models),
+            max_memory_mb=cfg.pipeline_cache.max_memory_mb,
+            variant=which,
+            export_dir=root / cfg.data_dir / "onnx",
+        )
+
+    loaded, cache_hit = load(variant)
+    cases_started = time.perf_counter()
+    results = _run_cases(task, ctx, loaded.pipe, cases, cfg.seed)
     cases_ms = (time.perf_counter() - cases_started) * 1000
     checks = course_checks(cfg, task, results, weights)
     bench_case = next((c for c in cases if c.id == cfg.task.bench_case), cases[0])
@@ -235,15 +300,19 @@ def _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, 
     )
     set_seed(cfg.seed)
     bench_started = time.perf_counter()
-    call = (
-        (lambda: task.call(loaded.pipe, bench_case))
-        if batch == 1
-        else (lambda: task.call_batch(loaded.pipe, bench_case, batch))
-    )
+    call = _bench_call(task, loaded.pipe, bench_case, batch)
     measured = bench.measure(call, settings, items_per_call=batch, device=device)
     bench_metrics = measured.as_metrics()
     bench_metrics |= task.bench_extras(loaded.pipe, bench_case)
+    if int(cfg.bench.stage_calls):  # separate calls: the wrappers never touch the timed loop above
+        bench_metrics |= stage_timing.time_stages(loaded.pipe, call, int(cfg.bench.stage_calls))
     bench_ms = (time.perf_counter() - bench_started) * 1000
+    comparison: dict[str, float] = {}
+    if variant != REFERENCE or cfg.compare_to_reference:
+        comparison = _compare_to_reference(
+            cfg, task, ctx, cases, results, loaded, measured, load, settings, bench_case, device
+        )
+        ctx.pipe = loaded.pipe
 
     ok = [r for r in results if r.error is None]
     metrics: dict[str, float] = {
@@ -261,6 +330,7 @@ def _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, 
         "bench_batch_size": float(batch),
     }
     metrics |= bench_metrics
+    metrics |= comparison
     metrics |= {k: float(v) for k, v in task.summarize(results, ctx).items()}
     if checks["total"]:
         metrics["course_checks_passed"] = float(checks["passed"])
@@ -293,3 +363,48 @@ def _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, 
         },
     }
     return record
+
+
+def _compare_to_reference(
+    cfg, task, ctx, cases, results, loaded, measured, load, settings, bench_case, device
+) -> dict[str, float]:  # noqa: ANN001, E501
+    """This variant against the reference (quantization none, runtime torch) of the same weights, in this run.
+
+    The reference's outputs come from the same cases run here, not from another run's record: the same process,
+    seed and inputs, whatever order the sweep's points run in (or whether the reference point ran at all), and the
+    record's reduced outputs (feature-extraction keeps cosines) are compared like for like. Its latency is measured
+    with the same protocol right after this variant's, so the ratio compares two runs of one moment of a shared
+    machine. The reference point itself compares with itself (ratio 1, full agreement) so every point has the
+    same columns.
+    """
+    from transformers import set_seed
+
+    size = {"weight_mb": loaded.weight_bytes / bench.BYTES_PER_MB}
+    if loaded.export_ms is not None:
+        size |= {"export_ms": loaded.export_ms, "export_cached": float(loaded.export_cached)}
+    if (str(cfg.quantization), str(cfg.runtime)) == REFERENCE:
+        return (
+            size
+            | {"latency_p50_ratio_to_reference": 1.0, "weight_ratio_to_reference": 1.0}
+            | task.agreement(results, results)
+        )
+    reference, _ = load(REFERENCE)
+    reference_cases = copy.deepcopy(cases)  # annotate may rewrite inputs (fill-mask's mask token): start afresh
+    reference_results = _run_cases(task, ctx, reference.pipe, reference_cases, cfg.seed)
+    set_seed(cfg.seed)
+    ref_case = next(c for c in reference_cases if c.id == bench_case.id)
+    ref_measured = bench.measure(
+        _bench_call(task, reference.pipe, ref_case, int(cfg.bench.batch_size)), settings, device=device
+    )
+    ratio = measured.stats.p50 / ref_measured.stats.p50 if ref_measured.stats.p50 > 0 else float("nan")
+    return (
+        size
+        | {
+            "reference_latency_p50_ms": ref_measured.stats.p50,
+            "latency_p50_ratio_to_reference": ratio,
+            "weight_ratio_to_reference": loaded.weight_bytes / reference.weight_bytes
+            if reference.weight_bytes
+            else 0.0,
+        }
+        | task.agreement(results, reference_results)
+    )

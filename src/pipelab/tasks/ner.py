@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelab import schemas
+from pipelab import agreement, schemas
 from pipelab.tasks.base import Case, CaseResult, Task, TaskContext
 
 
@@ -42,3 +42,18 @@ class Ner(Task):
                 entities
             )
         return numbers
+
+    def agree(self, pairs: list[tuple[Any, Any]]) -> dict[str, float]:
+        """Same entity set (type, word, span) as the reference, and the largest score difference of a shared one."""
+
+        def spans(output: Any) -> dict[tuple[Any, ...], float]:
+            return {
+                (e.get("entity_group", e.get("entity")), e["word"], e.get("start"), e.get("end")): e["score"]
+                for e in output
+            }
+
+        diffs = [abs(spans(got)[k] - v) for got, ref in pairs for k, v in spans(ref).items() if k in spans(got)]
+        return {
+            "agree_entity_set_rate": agreement.rate(pairs, lambda got, ref: set(spans(got)) == set(spans(ref))),
+            "agree_max_score_diff": max(diffs, default=0.0),
+        }

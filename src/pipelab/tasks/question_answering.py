@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelab import metrics, schemas
+from pipelab import agreement, metrics, schemas
 from pipelab.tasks.base import Case, CaseResult, Task, TaskContext
 
 
@@ -52,3 +52,7 @@ class QuestionAnswering(Task):
                 for key, value in metrics.score_distribution(scores).items():
                     numbers[f"{group}_score_{key}"] = value
         return numbers
+
+    def agree(self, pairs: list[tuple[Any, Any]]) -> dict[str, float]:
+        """Same answer span as the reference, and the largest difference of its score."""
+        return agreement.top_label(pairs, "answer")

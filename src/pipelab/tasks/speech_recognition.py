@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from pipelab import schemas
+from pipelab import agreement, schemas
 from pipelab.tasks.base import Case, CaseResult, Task, TaskContext, plain
 
 
@@ -29,6 +29,7 @@ def word_error_rate(hypothesis: str, reference: str) -> float:
 
 class SpeechRecognition(Task):
     name = "automatic-speech-recognition"
+    generates = True
     order = 10
 
     def validate(self, output: Any, case: Case | None = None) -> list[str]:
@@ -69,3 +70,7 @@ class SpeechRecognition(Task):
             return {}
         wers = [word_error_rate(r.output["text"], r.case.display["reference"]) for r in scored]
         return {"wer_mean": sum(wers) / len(wers)}
+
+    def agree(self, pairs: list[tuple[Any, Any]]) -> dict[str, float]:
+        """chrF of the transcript against the reference's transcript (100: the same), and the exact-match rate."""
+        return agreement.texts(pairs, lambda output: output["text"])

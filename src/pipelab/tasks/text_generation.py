@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from pipelab import metrics, schemas
+from pipelab import agreement, metrics, schemas
 from pipelab.tasks.base import Case, CaseResult, Task, TaskContext, plain
 
 
@@ -42,6 +42,7 @@ def pad_on_the_left(pipe: Any) -> None:
 
 class TextGeneration(Task):
     name = "text-generation"
+    generates = True
     order = 3
 
     def validate(self, output: Any, case: Case | None = None) -> list[str]:
@@ -93,3 +94,7 @@ class TextGeneration(Task):
         if logprobs:
             numbers["token_logprob_mean"] = sum(logprobs) / len(logprobs)
         return numbers
+
+    def agree(self, pairs: list[tuple[Any, Any]]) -> dict[str, float]:
+        """chrF of the text against the reference's text (100: the same), and the exact-match rate."""
+        return agreement.texts(pairs, lambda output: " ".join(item["generated_text"] for item in output))

@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import psutil
@@ -164,3 +168,54 @@ def test_a_launcher_whose_plugin_is_missing_composes_and_names_the_extra_to_inst
     cfg = compose_hydra(["hydra/launcher=nosuchplugin"], conf)
     with pytest.raises(ConfigError, match=r"pip install -e '\.\[nosuchplugin\]'"):
         check_launcher(cfg)
+
+
+@pytest.fixture()
+def ray_head(tmp_path):
+    """A one-node Ray cluster on 127.0.0.1 for this test (`ray start --head`), stopped by PID whatever happens."""
+    pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[dev,ray]'")
+    # Ray's sockets, logs and session files, never ~/.ray or /tmp/ray; short, as a Unix socket path must be.
+    temp = Path(tempfile.mkdtemp(prefix="pipelab-ray-"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = os.environ | {"RAY_AUTH_MODE": "disabled"}
+    ray_cli = Path(sys.executable).with_name("ray")
+    try:
+        started = subprocess.run(
+            [str(ray_cli), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
+            env=env, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr[-3000:] + started.stdout[-2000:]
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_leftovers(temp)  # gcs_server, raylet, agents and workers all name the session folder
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if cmd.startswith("ray::") and proc.info["pid"] != os.getpid():
+                try:
+                    if any(str(temp) in (f.path or "") for f in proc.open_files()):
+                        proc.kill()
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_ray_sweep_on_a_running_head_node_gives_one_parent_and_three_children(tmp_path, shared_data_dir, ray_head):
+    where = tmp_path / "sweep"
+    args = [*SWEEP, "hydra/launcher=ray", f"hydra.launcher.ray.init.address={ray_head}"]
+    env = {"RAY_AUTH_MODE": "disabled"}
+    result = run_cli([*args, *isolated(where, shared_data_dir)], cwd=tmp_path, env_extra=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (parent,), children = sweep_runs(where)
+    assert parent.info.status == "FINISHED" and parent.data.tags["launcher"] == "ray"
+    assert sorted(children) == [
+        "text-generation gpt2 T=0.7 [tiny]",
+        "text-generation gpt2 T=1 [tiny]",
+        "text-generation gpt2 T=1.5 [tiny]",
+    ]
+    for child in children.values():  # the workers got the sweep's parent id through the launcher's runtime_env
+        assert child.info.status == "FINISHED" and child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert len(sweep_records(where)) == 3 and "3 jobs: 3 FINISHED" in result.stdout

@@ -224,13 +224,17 @@ class PipelabConfig:
 
 
 def register_schema() -> None:
-    """Register the schema under the name conf/config.yaml's defaults list uses (idempotent).
+    """Register the schema under the name conf/config.yaml's defaults list uses (idempotent), and the schemas
+    of the launcher plugins that conf/hydra/launcher/ extends (pipelab.launchers).
 
     Called by the entry points that compose (stages/run.py, pipelab.dag, benchmarks/overhead.py, tests).
     """
     from hydra.core.config_store import ConfigStore
 
+    from pipelab.launchers import register_launcher_schemas
+
     ConfigStore.instance().store(name="pipelab_schema", node=PipelabConfig)
+    register_launcher_schemas(conf_dir(Path(__file__).resolve().parents[2]))  # src/pipelab/ -> the repo root
 
 
 def conf_dir(root: Path) -> Path:

@@ -76,7 +76,7 @@ def print_skip(name: str, path: Path, run_id: str | None) -> None:
 def print_sweep_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
-    header = ("job", "status", "cases", "valid", "errors", "cold start", "warm mean", "course")
+    header: tuple[str, ...] = ("job", "status", "cases", "valid", "errors", "cold start", "warm mean", "course")
     table = [
         (
             r.get("name", "?"),
@@ -90,6 +90,10 @@ def print_sweep_table(rows: list[dict[str, Any]]) -> None:
         )
         for r in rows
     ]
+    # A launcher that sends each job's output to a file (submitit) says where: the table names every job's log.
+    if any(r.get("log") for r in rows):
+        header += ("log",)
+        table = [row + (r.get("log") or "-",) for row, r in zip(table, rows, strict=True)]
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     print("\n" + fmt.format(*header))

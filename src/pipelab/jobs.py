@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pipelab.launchers import job_log
+
 ENV_PARENT = "PIPELAB_PARENT_RUN_ID"
 ENV_SWEEP_DIR = "PIPELAB_SWEEP_DIR"
 ENV_ROOT = "PIPELAB_ROOT"
@@ -39,6 +41,9 @@ def note_job(row: dict[str, Any]) -> None:
     sweep_dir = os.environ.get(ENV_SWEEP_DIR)
     if not sweep_dir:
         return
+    log = job_log()
+    if log:
+        row = row | {"log": log}
     path = Path(sweep_dir) / JOBS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as fh:

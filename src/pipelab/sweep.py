@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipelab import console, records, tracking
+from pipelab import console, launchers, records, tracking
+from pipelab.config import ConfigError
 from pipelab.jobs import (
     ENV_AXES,
     ENV_PARENT,
@@ -120,6 +122,13 @@ class SweepCallback(Callback):
         self._done = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            launchers.check_launcher(config)  # before the parent run opens: a launcher that cannot run leaves nothing
+        except ConfigError as exc:
+            # Hydra turns a callback's exception into a warning and goes on to the launcher's traceback: exit here,
+            # as stages/run.py does for a bad single run.
+            print(f"pipelab: error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(2)
         root = Path(os.environ.get(ENV_ROOT, Path.cwd()))
         self._sweep_dir = Path(str(config.hydra.sweep.dir))
         if not self._sweep_dir.is_absolute():
@@ -136,7 +145,12 @@ class SweepCallback(Callback):
             self._logger = tracking.RunLogger(uri, experiment_id)
             self._logger.start(
                 sweep_name(config, axes),
-                {"pipelab.sweep": "true", "sweep_dir": str(self._sweep_dir), "overrides": overrides},
+                {
+                    "pipelab.sweep": "true",
+                    "sweep_dir": str(self._sweep_dir),
+                    "overrides": overrides,
+                    "launcher": launchers.launcher_name(config),
+                },
             )
             os.environ[ENV_PARENT] = self._logger.run_id or ""
         _OPEN.append(self)

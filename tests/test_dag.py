@@ -43,8 +43,9 @@ REPO_FILES = (
 )
 REPORTS = ("outputs.json", "benchmarks.csv", "comparison.md", "metrics.json", "plots/latency_by_task.png")
 # Modules and packages under src/pipelab the run stages may leave out of their deps: the reports (aggregate's),
-# the vega page (offline_plots'), and the fetch stage's own (the run stages depend on its manifest).
-NOT_RUN_MODULES = {"report", "vega_page.py", "fetch.py"}
+# the vega page (offline_plots'), the fetch stage's own (the run stages depend on its manifest), and sync (a
+# command of its own, after runs).
+NOT_RUN_MODULES = {"report", "vega_page.py", "fetch.py", "sync.py"}
 
 
 def _stages_run(output: str) -> list[str]:

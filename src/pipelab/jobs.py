@@ -1,8 +1,9 @@
 """The jobs file of a multirun: how each job reports to the sweep callback (pipelab.sweep), without Hydra.
 
-The callback opens the sweep's MLflow parent run and hands its id and the sweep folder to the jobs through the
-environment; each job appends one JSON line to ``<sweep dir>/pipelab_jobs.jsonl``, which the callback reads at the
-end for the sweep table and the DAG reads to check that every job left a record.
+The callback opens the sweep's MLflow parent run and hands its id, the sweep's own id and name, the sweep folder
+and whether the tracking store answered to the jobs through the environment; each job appends one JSON line to
+``<sweep dir>/pipelab_jobs.jsonl``, which the callback reads at the end for the sweep table and the DAG reads to
+check that every job left a record.
 """
 
 from __future__ import annotations
@@ -15,11 +16,31 @@ from typing import Any
 ENV_PARENT = "PIPELAB_PARENT_RUN_ID"
 ENV_SWEEP_DIR = "PIPELAB_SWEEP_DIR"
 ENV_ROOT = "PIPELAB_ROOT"
+ENV_SWEEP_ID = "PIPELAB_SWEEP_ID"
+ENV_SWEEP_NAME = "PIPELAB_SWEEP_NAME"
+ENV_TRACKING_DOWN = "PIPELAB_TRACKING_DOWN"  # "1": the sweep found the store down (tracking.required=false)
 JOBS_FILE = "pipelab_jobs.jsonl"
 
 
 def parent_run_id() -> str | None:
     return os.environ.get(ENV_PARENT) or None
+
+
+def sweep_info() -> dict[str, Any] | None:
+    """The sweep this job belongs to, as its record keeps it (sync puts the run under this sweep's parent)."""
+    sweep_id = os.environ.get(ENV_SWEEP_ID)
+    if not sweep_id:
+        return None
+    return {
+        "id": sweep_id,
+        "name": os.environ.get(ENV_SWEEP_NAME, ""),
+        "dir": os.environ.get(ENV_SWEEP_DIR, ""),
+        "parent_run_id": parent_run_id(),
+    }
+
+
+def tracking_down_in_sweep() -> bool:
+    return os.environ.get(ENV_TRACKING_DOWN) == "1"
 
 
 def note_job(row: dict[str, Any]) -> None:
@@ -47,3 +68,9 @@ def sweep_status(rows: list[dict[str, Any]]) -> str:
     if "FAILED" in statuses or not rows:
         return "FAILED"
     return "FINISHED"
+
+
+def sweep_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The parent run's metrics: jobs per status and in total."""
+    counts = {s: sum(1 for r in rows if r.get("status") == s) for s in ("FINISHED", "FAILED", "SKIPPED", "KILLED")}
+    return {f"jobs_{k.lower()}": float(v) for k, v in counts.items()} | {"jobs_total": float(len(rows))}

@@ -80,7 +80,7 @@ def test_store_check_is_bounded_for_a_refused_and_a_silent_server(tmp_path):
 def test_a_down_server_stops_the_run_before_any_weights_with_the_uri_and_the_fix(tmp_path, shared_data_dir):
     uri = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
-    result = run_cli(["task=fill-mask", *FAST, *isolated(tmp_path, shared_data_dir, uri)], cwd=tmp_path)
+    result = run_cli(["task=fill-mask", *FAST, *isolated(tmp_path, shared_data_dir, uri)], cwd=tmp_path, timeout=1800)
     elapsed = time.monotonic() - started
     assert result.returncode == 2, result.stderr[-2000:]
     message = result.stderr
@@ -92,7 +92,8 @@ def test_a_down_server_stops_the_run_before_any_weights_with_the_uri_and_the_fix
     print(f"failed in {elapsed:.1f} s (store check {checked:.1f} s)")
 
     # A sweep stops before its first job, the same way.
-    result = run_cli(["-m", "task=fill-mask", *FAST, *isolated(tmp_path, shared_data_dir, uri)], cwd=tmp_path)
+    args = ["-m", "task=fill-mask", *FAST, *isolated(tmp_path, shared_data_dir, uri)]
+    result = run_cli(args, cwd=tmp_path, timeout=1800)
     assert result.returncode == 2 and "does not answer" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "results").exists()
 
@@ -107,7 +108,7 @@ def test_records_kept_while_the_server_is_down_are_logged_once_by_sync(tmp_path,
 
     # 1. Down from the start, tracking.required=false: the sweep runs, every record complete and marked.
     args = ["-m", "task=text-generation", "temperature=0.7,1.0", "tracking.required=false", *FAST]
-    result = run_cli([*args, *isolated(tmp_path, shared_data_dir, uri)], cwd=tmp_path)
+    result = run_cli([*args, *isolated(tmp_path, shared_data_dir, uri)], cwd=tmp_path, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 of 2 jobs not logged to MLflow" in result.stdout
     down = records(results)

@@ -387,7 +387,8 @@ def test_exp_show_and_metrics_show_read_the_dag_metrics(dag):
 
 # Fields that measure time, memory or this process's cache: the only ones allowed to differ between a stage that
 # runs its sweeps in one process and the same sweeps typed one per process.
-_VOLATILE_KEYS = {"started_at", "finished_at", "duration_s", "samples_ms", "cache_hit", "mlflow_run_id"}
+# "tracking": where a run was logged (store, run and record ids), not what it computed; the config hash skips it too.
+_VOLATILE_KEYS = {"started_at", "finished_at", "duration_s", "samples_ms", "cache_hit", "mlflow_run_id", "tracking"}
 _VOLATILE_METRIC = re.compile(r"(_ms|_per_s|_mb|_pct)$|^(latency_|throughput_|pipeline_)")
 
 

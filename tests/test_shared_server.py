@@ -26,7 +26,7 @@ def test_a_four_job_joblib_sweep_into_mlflow_on_postgres_loses_nothing(tmp_path,
     args += ["hydra.launcher.n_jobs=2", *FAST, f"tracking.uri={uri}", "tracking.experiment=shared"]
     args += [f"results_dir={tmp_path / 'results'}", f"data_dir={shared_data_dir}"]
     args += [f"hydra.sweep.dir={tmp_path / 'multirun'}"]
-    result = run_cli(args, cwd=tmp_path, timeout=1800)
+    result = run_cli(args, cwd=tmp_path, timeout=1800, env_extra={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "4 jobs: 4 FINISHED" in result.stdout and "not logged" not in result.stdout
 

@@ -23,6 +23,7 @@ from services import free_port, start_mlflow_server, stop_group
 from pipelab import tracking
 
 FAST = ["profile=tiny", "bench.warmup=0", "bench.min_iterations=2", "bench.min_duration_s=0"]
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models on a shared 2-core machine, as the DAG runs them
 
 
 def isolated(tmp_path: Path, data_dir: Path, uri: str) -> list[str]:
@@ -80,7 +81,8 @@ def test_store_check_is_bounded_for_a_refused_and_a_silent_server(tmp_path):
 def test_a_down_server_stops_the_run_before_any_weights_with_the_uri_and_the_fix(tmp_path, shared_data_dir):
     uri = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
-    result = run_cli(["task=fill-mask", *FAST, *isolated(tmp_path, shared_data_dir, uri)], cwd=tmp_path, timeout=1800)
+    args = ["task=fill-mask", *FAST, *isolated(tmp_path, shared_data_dir, uri)]
+    result = run_cli(args, cwd=tmp_path, timeout=1800, env_extra=ONE_THREAD)
     elapsed = time.monotonic() - started
     assert result.returncode == 2, result.stderr[-2000:]
     message = result.stderr
@@ -93,7 +95,7 @@ def test_a_down_server_stops_the_run_before_any_weights_with_the_uri_and_the_fix
 
     # A sweep stops before its first job, the same way.
     args = ["-m", "task=fill-mask", *FAST, *isolated(tmp_path, shared_data_dir, uri)]
-    result = run_cli(args, cwd=tmp_path, timeout=1800)
+    result = run_cli(args, cwd=tmp_path, timeout=1800, env_extra=ONE_THREAD)
     assert result.returncode == 2 and "does not answer" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "results").exists()
 
@@ -108,7 +110,8 @@ def test_records_kept_while_the_server_is_down_are_logged_once_by_sync(tmp_path,
 
     # 1. Down from the start, tracking.required=false: the sweep runs, every record complete and marked.
     args = ["-m", "task=text-generation", "temperature=0.7,1.0", "tracking.required=false", *FAST]
-    result = run_cli([*args, *isolated(tmp_path, shared_data_dir, uri)], cwd=tmp_path, timeout=1800)
+    args += isolated(tmp_path, shared_data_dir, uri)
+    result = run_cli(args, cwd=tmp_path, timeout=1800, env_extra=ONE_THREAD)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 of 2 jobs not logged to MLflow" in result.stdout
     down = records(results)

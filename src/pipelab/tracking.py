@@ -31,6 +31,7 @@ from pipelab.redaction import redact
 T = TypeVar("T")
 
 PARAM_VALUE_LIMIT = 6000
+RUN_NAME_LIMIT = 250  # MLflow's runs.name column: SQLite ignores the length, PostgreSQL refuses a longer name
 CHECK_TIMEOUT_S = 4.0  # one health request; the whole check stays under 10 s even when both endpoints are tried
 RECORD_ID_TAG = "pipelab.record_id"
 SWEEP_ID_TAG = "pipelab.sweep_id"
@@ -277,6 +278,8 @@ class RunLogger:
         all_tags = {k: str(v) for k, v in redact(tags).items()}
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+        if len(run_name) > RUN_NAME_LIMIT:  # a sweep named after long overrides (they stay whole in its tags)
+            run_name = run_name[: RUN_NAME_LIMIT - 3] + "..."
 
         def create() -> str:
             run = with_retry(

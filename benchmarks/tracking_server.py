@@ -1,6 +1,6 @@
 """How many runs per second a lean `mlflow server` on PostgreSQL takes from pipelab (README: Scale on paper).
 
-    python benchmarks/tracking_server.py                         # 40 runs, 1 and 4 client processes, ~3 min
+    python benchmarks/tracking_server.py                         # 40 runs, 1 and 4 client processes
     python benchmarks/tracking_server.py --runs 100 --clients 1 2 4
 
 Starts PostgreSQL (Debian's package) and `mlflow server` with the README's team recipe (no job execution, one

@@ -10,6 +10,7 @@ the two slow DAG fixtures run on different pytest-xdist workers.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -43,8 +44,9 @@ REPO_FILES = (
 )
 REPORTS = ("outputs.json", "benchmarks.csv", "comparison.md", "metrics.json", "plots/latency_by_task.png")
 # Modules and packages under src/pipelab the run stages may leave out of their deps: the reports (aggregate's),
-# the vega page (offline_plots'), and the fetch stage's own (the run stages depend on its manifest).
-NOT_RUN_MODULES = {"report", "vega_page.py", "fetch.py"}
+# the vega page (offline_plots'), the fetch stage's own (the run stages depend on its manifest), and sync (a
+# command of its own, after runs).
+NOT_RUN_MODULES = {"report", "vega_page.py", "fetch.py", "sync.py"}
 
 
 def _stages_run(output: str) -> list[str]:
@@ -436,7 +438,8 @@ def test_exp_show_and_metrics_show_read_the_dag_metrics(dag):
 
 # Fields that measure time, memory or this process's cache: the only ones allowed to differ between a stage that
 # runs its sweeps in one process and the same sweeps typed one per process.
-_VOLATILE_KEYS = {"started_at", "finished_at", "duration_s", "samples_ms", "cache_hit", "mlflow_run_id"}
+# "tracking": where a run was logged (store, run and record ids), not what it computed; the config hash skips it too.
+_VOLATILE_KEYS = {"started_at", "finished_at", "duration_s", "samples_ms", "cache_hit", "mlflow_run_id", "tracking"}
 _VOLATILE_METRIC = re.compile(r"(_ms|_per_s|_mb|_pct)$|^(latency_|throughput_|pipeline_)")
 
 
@@ -525,3 +528,38 @@ def test_editing_one_task_config_reruns_only_that_task_and_aggregate(dag):
     assert sorted(_stages_run(rerun.stdout)) == ["aggregate", "fetch", "run@ner"]
     assert (repo / "data" / "fetched-tiny.json").read_text() == manifest
     assert "Data and pipelines are up to date." in _dvc(["status"], repo).stdout
+
+
+@pytest.mark.slow
+def test_results_pushed_to_a_remote_come_back_on_a_fresh_clone_without_rerunning_and_weights_stay_out(dag):
+    """The README's team flow: `dvc remote add` + `dvc push` after a grid; a fresh clone's `dvc pull` restores
+    results/ (records and reports); the weights folder is never in DVC's cache, so never on the remote."""
+    repo = dag["repo"]
+    fetch_outs = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["fetch"]["outs"]
+    weights_out = next(o for o in fetch_outs if isinstance(o, dict) and "data/${profile}" in o)
+    assert weights_out["data/${profile}"]["cache"] is False
+    remote = repo.parent / "remote"
+    _dvc(["remote", "add", "-d", "team", str(remote)], repo)
+    git = ["git", "-c", "user.name=pipelab-test", "-c", "user.email=test@pipelab.invalid"]
+    for args in (["git", "add", "-A"], [*git, "commit", "-qm", "grid results and the team remote"]):
+        assert _run(args, repo).returncode == 0
+    _dvc(["push"], repo)
+    pushed = {p.parent.name + p.name for p in remote.rglob("*") if p.is_file()}
+    weights = [p for p in (repo / "data" / "tiny").rglob("*.safetensors")]
+    assert weights  # the grid's weights are there, in the workspace only
+    weight_hashes = {hashlib.md5(p.read_bytes()).hexdigest() for p in weights}
+    assert not weight_hashes & pushed
+
+    clone = repo.parent / "clone"
+    assert _run(["git", "clone", "-q", str(repo), str(clone)], repo.parent).returncode == 0
+    assert not (clone / "results" / "comparison.md").exists()
+    pulled = _dvc(["pull"], clone)
+    assert not _stages_run(pulled.stdout)  # restored, not re-run
+    for name in REPORTS:
+        assert (clone / "results" / name).read_bytes() == (repo / "results" / name).read_bytes(), name
+
+    def records(where: Path) -> list[str]:
+        return sorted(p.relative_to(where).as_posix() for p in (where / "results" / "runs").glob("*/*.json"))
+
+    assert records(repo) and records(clone) == records(repo)
+    assert not (clone / "data" / "tiny").exists()  # weights are rebuilt (tiny) or downloaded (hub) by fetch

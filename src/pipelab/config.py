@@ -155,6 +155,9 @@ class TrackingSchema:
     enabled: bool = True
     uri: str | None = None
     experiment: str = "pipelab"
+    # true: a store that does not answer stops the run before any weights load; false: run anyway, records
+    # marked not logged, and `python stages/sync.py` logs them later.
+    required: bool = True
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipelab import records
+from pipelab import records, tracking
 from pipelab.models import is_prompted
 from pipelab.redaction import redact
 from pipelab.schemas import to_jsonable
@@ -123,6 +123,22 @@ def params_view(config: dict[str, Any]) -> dict[str, Any]:
 
 def config_yaml(config: dict[str, Any]) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(redact(config)))
+
+
+def mlflow_params(config: dict[str, Any], resolved_revision: str) -> dict[str, str]:
+    """A run's MLflow params: the flattened config view and the resolved model revision."""
+    return tracking.flatten(params_view(config)) | {"model.resolved_revision": resolved_revision}
+
+
+def mlflow_artifacts(record: dict[str, Any]) -> dict[str, str]:
+    """A run's MLflow artifacts, from its record (the run logs them, and sync does for a run that could not)."""
+    files = {"config.yaml": config_yaml(record["config"])}
+    if record["status"] == "FINISHED":
+        files["outputs.json"] = json.dumps(record["cases"], indent=2, ensure_ascii=False, default=str)
+        files["latency_samples_ms.json"] = json.dumps(record["benchmark"].get("samples_ms", []))
+    else:
+        files["traceback.txt"] = record.get("traceback", "")
+    return files
 
 
 def base_record(

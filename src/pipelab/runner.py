@@ -8,11 +8,11 @@ raises is recorded with its error and the run goes on. A run that crashes after 
 from __future__ import annotations
 
 import copy
-import json
 import signal
 import threading
 import time
 import traceback
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +35,8 @@ from pipelab.run_record import (
     config_yaml,
     dataset_name,
     dataset_rows,
-    params_view,
+    mlflow_artifacts,
+    mlflow_params,
     point_name,
     run_name,
     run_tags,
@@ -109,6 +110,9 @@ def _prepare(cfg: DictConfig, root: Path) -> tuple[Any, TaskContext, list[Case],
 
 def _run(cfg: DictConfig, root: Path) -> RunOutcome:
     started = datetime.now(UTC)
+    uri = tracking.tracking_uri(cfg.tracking.uri, root)
+    experiment_id = _experiment_if_store_answers(cfg, uri)  # first: a dead store costs seconds, not a model load
+    state = _tracking_state(cfg, uri, experiment_id)
     task, ctx, cases, device, dtype = _prepare(cfg, root)
     weights = resolve_weights(cfg.model, cfg.profile, root / cfg.data_dir)
     if weights.weights == "tiny-random":
@@ -122,24 +126,29 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
     path = records.record_path(results_dir, cfg.task.name, cfg.model.name, digest)
     name = run_name(cfg, task, weights.weights)
 
-    uri = tracking.tracking_uri(cfg.tracking.uri, root)
-    experiment_id = tracking.ensure_experiment(uri, cfg.tracking.experiment) if cfg.tracking.enabled else None
     if not cfg.rerun and path.is_file() and records.read_record(path).get("status") in DONE_STATUSES:
-        finished = experiment_id is None or tracking.find_finished_run(uri, experiment_id, digest)
+        previous = records.read_record(path).get("tracking") or {}
+        waiting = bool(previous.get("enabled")) and previous.get("logged") is False  # stages/sync.py logs it
+        finished: str | bool | None = experiment_id is None or waiting  # judged on the record alone
+        if not finished:
+            try:
+                finished = tracking.find_finished_run(uri, experiment_id, digest)
+            except Exception:  # noqa: BLE001 (the store died since the check: the record decides)
+                finished = True
         if finished:
-            console.print_skip(name, path, finished if isinstance(finished, str) else None)
+            console.print_skip(name, path, finished if isinstance(finished, str) else None, waiting_for_sync=waiting)
             jobs.note_job({"name": name, "status": "SKIPPED", "record": str(path)})
             return RunOutcome("SKIPPED", path, finished if isinstance(finished, str) else None)
 
-    logger = tracking.RunLogger(uri, experiment_id) if experiment_id is not None else None
+    logger = tracking.RunLogger(uri, experiment_id, tolerant=True) if experiment_id is not None else None
     tags = run_tags(cfg, weights, device, dtype, digest, path, root)
     logging_started = time.perf_counter()
     if logger is not None:
         parent = jobs.parent_run_id()
         # Under a sweep's parent run the name says only what the sweep varies (T=0.7): the parent says the rest.
         mlflow_name = point_name(cfg, task, weights.weights, jobs.sweep_point()) if parent else name
-        logger.start(mlflow_name, tags, parent_run_id=parent)
-        logger.log(params=tracking.flatten(params_view(config_dict)) | {"model.resolved_revision": weights.revision})
+        logger.start(mlflow_name, tags | {tracking.RECORD_ID_TAG: state["record_id"]}, parent_run_id=parent)
+        logger.log(params=mlflow_params(config_dict, weights.revision))
         inputs = dataset_rows([{"id": c.id, "kind": c.kind, "input": to_jsonable(c.display)} for c in cases])
         inputs = redact_values(inputs)
         logger.log_dataset(dataset_name(cfg.task.name, inputs), inputs, f"conf/task/{cfg.task.name}.yaml")
@@ -168,35 +177,81 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
         if path.is_file() and records.read_record(path).get("status") == "FINISHED":
             failed_path = path.with_name(path.stem + ".failed.json")
         base = base_record(cfg, config_dict, weights, device, dtype, name, digest, tags, started)
-        records.write_record(failed_path, redact(base | failure))
+        failed_record = redact(base | failure) | {"tracking": state}
+        records.write_record(failed_path, failed_record)
         if logger is not None:
-            logger.log_artifacts({"traceback.txt": failure["traceback"], "config.yaml": config_yaml(config_dict)})
+            logger.log_artifacts(mlflow_artifacts(failed_record))
             logger.end("FAILED")
-        jobs.note_job({"name": name, "status": "FAILED", "error": failure["error"], "record": str(failed_path)})
+            _mark_logged(failed_path, failed_record, logger)
+        jobs.note_job(
+            {"name": name, "status": "FAILED", "error": failure["error"], "record": str(failed_path)}
+            | _logged_column(failed_record)
+        )
         raise
     # Config and tags by key and value; cases by value only (their keys are the task's output schema).
     record = redact({k: v for k, v in record.items() if k != "cases"}) | {"cases": redact_values(record["cases"])}
-    records.write_record(path, record)  # before MLflow: a tracking failure below loses no record
+    record["tracking"] = state
+    records.write_record(path, record)  # before MLflow, marked not logged: a tracking failure below loses nothing
     if logger is not None:
         logging_started = time.perf_counter()
         logger.log(metrics=record["metrics"], tags={"course_verdict": record["course_verdict"]})
-        logger.log_artifacts(
-            {
-                "config.yaml": config_yaml(config_dict),
-                "outputs.json": json.dumps(record["cases"], indent=2, ensure_ascii=False, default=str),
-                "latency_samples_ms.json": json.dumps(record["benchmark"].get("samples_ms", [])),
-            }
-        )
+        logger.log_artifacts(mlflow_artifacts(record))
         logging_s += time.perf_counter() - logging_started
         # Everything MLflow took for this run but this last call; the record is rewritten with it.
         record["metrics"]["logging_ms"] = logging_s * 1000
         logger.log(metrics={"logging_ms": record["metrics"]["logging_ms"]})
         logger.end("FINISHED")
-        records.write_record(path, record)
+        _mark_logged(path, record, logger)
         record["mlflow_run_id"] = logger.run_id
     console.print_run_summary(record)
-    jobs.note_job(console.job_line(record, path))
+    jobs.note_job(console.job_line(record, path) | _logged_column(record))
     return RunOutcome("FINISHED", path, logger.run_id if logger else None, record["metrics"])
+
+
+def _experiment_if_store_answers(cfg: DictConfig, uri: str) -> str | None:
+    """The experiment id, or None when tracking is off or the store does not answer (tracking.required=false).
+
+    A single run checks the store itself (TrackingUnavailable if required); a sweep's job takes the sweep's
+    verdict, checked once before its first job, so a store that dies mid-sweep fails no job.
+    """
+    if not cfg.tracking.enabled:
+        return None
+    if jobs.sweep_info() is not None:
+        if jobs.tracking_down_in_sweep():
+            return None
+    elif not tracking.require_store(uri, bool(cfg.tracking.required)):
+        return None
+    try:
+        return tracking.ensure_experiment(uri, cfg.tracking.experiment)
+    except Exception as exc:  # noqa: BLE001 (it answered the check, then failed: keep the record, log later)
+        print(f"pipelab: warning: MLflow at {tracking.display_uri(uri)} failed ({exc}); record marked not logged")
+        return None
+
+
+def _tracking_state(cfg: DictConfig, uri: str, experiment_id: str | None) -> dict[str, Any]:
+    """The record's `tracking` field: where the run belongs in MLflow and whether it got there (sync reads it)."""
+    if not cfg.tracking.enabled:
+        return {"enabled": False, "logged": False}
+    return {
+        "enabled": True,
+        "logged": False,  # until the MLflow run has ended: a record is never marked logged before it is
+        "uri": tracking.display_uri(uri),
+        "experiment": str(cfg.tracking.experiment),
+        "record_id": uuid.uuid4().hex,  # the MLflow tag sync looks the run up by: no run is created twice
+        "run_id": None,
+        "sweep": jobs.sweep_info(),
+        "error": None if experiment_id is not None else "the tracking store did not answer",
+    }
+
+
+def _mark_logged(path: Path, record: dict[str, Any], logger: tracking.RunLogger) -> None:
+    record["tracking"] = record["tracking"] | {"logged": logger.logged, "run_id": logger.run_id, "error": logger.error}
+    records.write_record(path, record)
+
+
+def _logged_column(record: dict[str, Any]) -> dict[str, Any]:
+    state = record.get("tracking") or {}
+    return {"logged": state["logged"]} if state.get("enabled") else {}
 
 
 def unsupported_reason(cfg: DictConfig, task: Any, device: str) -> str | None:

@@ -1,10 +1,12 @@
 """A Hydra callback that groups a multirun under one MLflow parent run and prints its table at the end.
 
 ``on_multirun_start`` runs once in the launching process, before any job: it creates the MLflow store and the
-experiment (so parallel jobs never race on a fresh SQLite file), opens the parent run, named after the task and
-what the sweep varies (``text-generation: temperature 0.7/1.0/1.5 [tiny]``), and hands its id and the varied keys
-to the jobs through the environment (joblib's worker processes are started later and inherit it);
-``on_job_start`` tells each job its values of those keys, which name its child run (``T=0.7``). Each job
+experiment (so parallel jobs never race on a fresh SQLite file), checks first that the store answers (if not, the
+sweep stops before any job or, with tracking.required=false, runs with every record marked not logged), opens the
+parent run, named after the task and what the sweep varies (``text-generation: temperature 0.7/1.0/1.5 [tiny]``),
+and hands its id, the sweep's id and the varied keys to the jobs through the environment (joblib's worker processes
+are started later and inherit it); ``on_job_start`` tells each job its values of those keys, which name its child
+run (``T=0.7``). A store that dies during the sweep fails no job: each keeps its record. Each job
 appends one JSON line to ``<sweep dir>/pipelab_jobs.jsonl``; at the end (or at exit, when a failed job makes
 Hydra raise before ``on_multirun_end``) the parent run gets the sweep's summary metrics and its jobs' datasets
 (read from their records), is closed with the sweep's status, and the table is printed.
@@ -18,6 +20,7 @@ import atexit
 import json
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +36,13 @@ from pipelab.jobs import (
     ENV_POINT,
     ENV_ROOT,
     ENV_SWEEP_DIR,
+    ENV_SWEEP_ID,
+    ENV_SWEEP_NAME,
+    ENV_TRACKING_DOWN,
     JOBS_FILE,
     read_jobs,
     sweep_axes,
+    sweep_metrics,
     sweep_status,
 )
 from pipelab.run_record import dataset_name, dataset_rows
@@ -138,21 +145,26 @@ class SweepCallback(Callback):
         os.environ[ENV_SWEEP_DIR] = str(self._sweep_dir)
         axes = varied_axes(config)
         os.environ[ENV_AXES] = json.dumps(list(axes))
+        overrides = " ".join(str(o) for o in config.hydra.overrides.task)
+        sweep = {"id": uuid.uuid4().hex, "name": sweep_name(config, axes), "overrides": overrides}
+        os.environ[ENV_SWEEP_ID] = sweep["id"]
+        os.environ[ENV_SWEEP_NAME] = sweep["name"]
+        os.environ.pop(ENV_TRACKING_DOWN, None)
         if config.tracking.enabled:
             uri = tracking.tracking_uri(config.tracking.uri, root)
-            experiment_id = tracking.ensure_experiment(uri, config.tracking.experiment)
-            overrides = " ".join(str(o) for o in config.hydra.overrides.task)
-            self._logger = tracking.RunLogger(uri, experiment_id)
-            self._logger.start(
-                sweep_name(config, axes),
-                {
-                    "pipelab.sweep": "true",
-                    "sweep_dir": str(self._sweep_dir),
-                    "overrides": overrides,
-                    "launcher": launchers.launcher_name(config),
-                },
-            )
-            os.environ[ENV_PARENT] = self._logger.run_id or ""
+            try:
+                answers = tracking.require_store(uri, bool(config.tracking.required))
+            except tracking.TrackingUnavailable as exc:
+                print(f"pipelab: error: {exc}", file=sys.stderr, flush=True)
+                sys.exit(2)  # before any job: Hydra's own handler would print a traceback for an exception
+            if answers:
+                experiment_id = tracking.ensure_experiment(uri, config.tracking.experiment)
+                self._logger = tracking.RunLogger(uri, experiment_id, tolerant=True)
+                tags = tracking.sweep_tags(sweep | {"dir": str(self._sweep_dir)})
+                self._logger.start(sweep["name"], tags | {"launcher": launchers.launcher_name(config)})
+                os.environ[ENV_PARENT] = self._logger.run_id or ""
+            if not answers or (self._logger is not None and not self._logger.logged):
+                os.environ[ENV_TRACKING_DOWN] = "1"  # no parent run: the jobs log nothing and sync logs it all
         _OPEN.append(self)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -175,20 +187,22 @@ class SweepCallback(Callback):
         console.print_sweep_table(rows)
         status = sweep_status(rows)
         if self._logger is not None:
-            counts = {
-                s: sum(1 for r in rows if r.get("status") == s) for s in ("FINISHED", "FAILED", "SKIPPED", "KILLED")
-            }
             jobs_records = [records.read_record(Path(r["record"])) for r in rows if r.get("record")]
             self._logger.log(
-                metrics={f"jobs_{k.lower()}": float(v) for k, v in counts.items()}
-                | {"jobs_total": float(len(rows))}
-                | summary_metrics([r.get("metrics") or {} for r in jobs_records]),
+                metrics=sweep_metrics(rows) | summary_metrics([r.get("metrics") or {} for r in jobs_records]),
                 tags=common_tags(jobs_records),
             )
             self._log_datasets(jobs_records)
             self._logger.log_artifacts({"jobs.json": json.dumps(rows, indent=2, default=str)})
             self._logger.end(status)
-        for name in (ENV_PARENT, ENV_SWEEP_DIR, ENV_AXES, ENV_POINT):
+        unlogged = sum(1 for r in rows if r.get("logged") is False)
+        if unlogged:
+            print(
+                f"{unlogged} of {len(rows)} jobs not logged to MLflow (their records are complete): "
+                "`python stages/sync.py` logs them once the store answers",
+                flush=True,
+            )
+        for name in (ENV_PARENT, ENV_SWEEP_DIR, ENV_AXES, ENV_POINT, ENV_SWEEP_ID, ENV_SWEEP_NAME, ENV_TRACKING_DOWN):
             os.environ.pop(name, None)
 
     def _log_datasets(self, jobs_records: list[dict[str, Any]]) -> None:

@@ -32,6 +32,8 @@ class CaseSchema:
     input: Any = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     repeat: int = 1  # the case's text (QA: its context) repeated this many times: inputs beyond the window
+    language: str | None = None  # ISO 639-1 code of the input's language (null: English, the course's)
+    gold: Any = None  # the right output as data, scored by the task (QA: answer strings; NER: entities)
 
     def __post_init__(self) -> None:
         _check_positive(self.repeat, f"case {self.id}: repeat", integer=True)
@@ -76,6 +78,37 @@ class AssetSchema:
 
 
 @dataclass
+class LongAudioSchema:
+    """How speech recognition takes a clip longer than the model's window (Whisper: 30 s).
+
+    chunked: the pipeline cuts the clip into `chunk_length_s` windows overlapping by `stride_length_s` on each
+    side and joins their texts. long_form: Whisper's own sequential long-form generation over the whole clip
+    (`return_timestamps=True`, which it needs to move from one window to the next).
+    """
+
+    mode: str = "chunked"
+    chunk_length_s: float = 30.0
+    stride_length_s: float | None = None  # null: the pipeline's default, chunk_length_s / 6
+    # A 30 s window of speech holds ~75 words (~100 tokens): more than the short clips' max_new_tokens cap.
+    max_new_tokens: int | None = 160
+
+    def __post_init__(self) -> None:
+        _check_positive(self.max_new_tokens, "task.long_audio.max_new_tokens", integer=True)
+        if self.mode not in LONG_AUDIO_MODES:
+            raise ConfigError(f"task.long_audio.mode must be one of {', '.join(LONG_AUDIO_MODES)}, got {self.mode!r}")
+        _check_positive(self.chunk_length_s, "task.long_audio.chunk_length_s")
+        _check_positive(self.stride_length_s, "task.long_audio.stride_length_s")
+        if self.stride_length_s is not None and 2 * self.stride_length_s >= self.chunk_length_s:
+            raise ConfigError(
+                f"task.long_audio.stride_length_s ({self.stride_length_s}) must be less than half of "
+                f"chunk_length_s ({self.chunk_length_s}): the strides are cut from both sides of each chunk"
+            )
+
+
+LONG_AUDIO_MODES = ("chunked", "long_form")
+
+
+@dataclass
 class TaskSchema:
     name: str = MISSING
     pipeline: str = MISSING
@@ -90,6 +123,7 @@ class TaskSchema:
     assets: dict[str, AssetSchema] = field(default_factory=dict)
     expectations: list[Any] = field(default_factory=list)
     prompt: dict[str, Any] = field(default_factory=dict)  # chat templates + generation: tasks/prompted.py
+    long_audio: LongAudioSchema | None = None  # speech recognition: clips beyond the model's window
 
     def __post_init__(self) -> None:
         _check_positive(self.call.get("top_k"), "task.call.top_k", integer=True)

@@ -180,9 +180,11 @@ def base_record(
 
 
 def case_json(r: CaseResult) -> dict[str, Any]:
+    scored = {"language": r.case.language, "gold": to_jsonable(r.case.gold)} if r.case.gold is not None else {}
     return {
         "id": r.case.id,
         "kind": r.case.kind,
+        **scored,
         "input": to_jsonable(r.case.display),
         "kwargs": to_jsonable(r.case.kwargs),
         "output": r.output,

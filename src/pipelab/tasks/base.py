@@ -37,6 +37,8 @@ class Case:
     kwargs: dict[str, Any] = field(default_factory=dict)
     display: Any = None  # JSON-able description of the input for records
     notes: list[str] = field(default_factory=list)  # e.g. "truncated to the 512-token window"
+    language: str = "en"  # the input's language (the case config's `language`; the course is English)
+    gold: Any = None  # the right output as data (the case config's `gold`), scored by the task's summarize
 
 
 @dataclass
@@ -93,7 +95,9 @@ class Task:
             notes.append(f"input text repeated {case_cfg.repeat} times")
         kwargs = dict(plain(ctx.cfg.task.call) or {})
         kwargs.update(plain(case_cfg.kwargs) or {})
-        return [Case(case_cfg.id, case_cfg.kind, value, kwargs, display=value, notes=notes)]
+        case = Case(case_cfg.id, case_cfg.kind, value, kwargs, display=value, notes=notes)
+        case.language, case.gold = case_cfg.get("language") or "en", plain(case_cfg.get("gold"))
+        return [case]
 
     def user_case(self, value: str, ctx: TaskContext) -> Case:
         """The top-level `input=` knob as an extra case."""

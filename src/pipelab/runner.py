@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pipelab import bench, console, jobs, records, tracking
+from pipelab import bench, console, jobs, progress, records, tracking
 from pipelab.assets import AssetStore
 from pipelab.checks import course_checks
 from pipelab.config import ConfigError, validate_config
@@ -107,6 +107,7 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
     results_dir = root / cfg.results_dir
     path = records.record_path(results_dir, cfg.task.name, cfg.model.name, digest)
     name = run_name(cfg, task, weights.weights)
+    progress.update(name=name, phase="checking the store")
 
     uri = tracking.tracking_uri(cfg.tracking.uri, root)
     experiment_id = tracking.ensure_experiment(uri, cfg.tracking.experiment) if cfg.tracking.enabled else None
@@ -153,6 +154,7 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
     record = redact({k: v for k, v in record.items() if k != "cases"}) | {"cases": redact_values(record["cases"])}
     records.write_record(path, record)  # before MLflow: a tracking failure below loses no record
     if logger is not None:
+        progress.update(phase="logging to MLflow")
         logging_started = time.perf_counter()
         logger.log(metrics=record["metrics"], tags={"course_verdict": record["course_verdict"]})
         logger.log_artifacts(
@@ -177,6 +179,7 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
 def _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, tags, started) -> dict[str, Any]:  # noqa: ANN001
     from transformers import set_seed
 
+    progress.update(phase="loading the model")
     loaded, cache_hit = load_pipeline(
         pipeline_task(cfg),
         weights,
@@ -189,7 +192,8 @@ def _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, 
     ctx.pipe = loaded.pipe
     cases_started = time.perf_counter()
     results: list[CaseResult] = []
-    for case in cases:
+    for number, case in enumerate(cases, 1):
+        progress.update(phase="cases", case=number, cases=len(cases), case_id=case.id)
         result = CaseResult(case)
         try:
             task.annotate(case, ctx)
@@ -218,6 +222,7 @@ def _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, 
         min_duration_s=float(cfg.bench.min_duration_s),
     )
     set_seed(cfg.seed)
+    progress.update(phase="bench loop")
     bench_started = time.perf_counter()
     call = (
         (lambda: task.call(loaded.pipe, bench_case))

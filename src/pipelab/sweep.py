@@ -18,12 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from pipelab import console, tracking
+from pipelab import console, progress, tracking
 from pipelab.jobs import ENV_PARENT, ENV_ROOT, ENV_SWEEP_DIR, JOBS_FILE, read_jobs, sweep_status
 
 _OPEN: list[SweepCallback] = []
+# The live progress line of each open sweep, by callback: kept out of the callback itself, which the joblib
+# launcher pickles to its workers (a thread cannot be pickled).
+_LIVE: dict[int, progress.LiveLine] = {}
 
 
 def finish_open_sweeps() -> None:
@@ -43,9 +47,7 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         root = Path(os.environ.get(ENV_ROOT, Path.cwd()))
-        self._sweep_dir = Path(str(config.hydra.sweep.dir))
-        if not self._sweep_dir.is_absolute():
-            self._sweep_dir = Path.cwd() / self._sweep_dir
+        self._sweep_dir = progress.sweep_dir_of(config)
         self._sweep_dir.mkdir(parents=True, exist_ok=True)
         (self._sweep_dir / JOBS_FILE).unlink(missing_ok=True)
         os.environ[ENV_SWEEP_DIR] = str(self._sweep_dir)
@@ -60,6 +62,18 @@ class SweepCallback(Callback):
             )
             os.environ[ENV_PARENT] = self._logger.run_id or ""
         _OPEN.append(self)
+        live = progress.start_sweep(config, self._sweep_dir)  # after the MLflow store is up: jobs come next
+        if live is not None:
+            _LIVE[id(self)] = live
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # in the job's process (a joblib worker, or this one); single runs have no sweep folder to report to
+        if config.hydra.mode == RunMode.MULTIRUN:
+            progress.start_job(progress.sweep_dir_of(config), int(config.hydra.job.num))
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        ok = getattr(job_return.status, "name", "") == "COMPLETED"
+        progress.end_job(str(job_return.return_value) if ok else "FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish()
@@ -70,6 +84,9 @@ class SweepCallback(Callback):
         self._done = True
         if self in _OPEN:
             _OPEN.remove(self)
+        live = _LIVE.pop(id(self), None)
+        if live is not None:
+            live.stop()  # before the table: it prints on a whole screen again
         rows = read_jobs(self._sweep_dir)
         console.print_sweep_table(rows)
         status = sweep_status(rows)

@@ -43,8 +43,8 @@ from pipelab.metrics import mean_token_logprob
 from pipelab.tasks.base import Case, CaseResult, Task, TaskContext, plain
 from pipelab.tasks.question_answering import QuestionAnswering
 from pipelab.tasks.summarization import Summarization
-from pipelab.tasks.translation import Translation
 from pipelab.tasks.text_generation import pad_on_the_left
+from pipelab.tasks.translation import Translation
 
 PROMPT_KEYS = ("system", "user", "generation", "no_answer", "languages")
 

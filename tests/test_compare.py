@@ -318,3 +318,28 @@ def test_bad_inputs_exit_2_with_a_message(sweeps, tmp_path):
     assert result.returncode == 2 and "no run of" in result.stderr and "pairs with a run of" in result.stderr
     result = compare(a, a, "--threshold", "five")
     assert result.returncode == 2 and "not a threshold" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_sweeps_mlflow_parent_run_compares_like_its_results_folder(tmp_path, shared_data_dir):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["-m", "task=fill-mask,text-classification", *PROTOCOL, f"tracking.uri={uri}"]
+    args += [f"results_dir={tmp_path / 'a'}", f"data_dir={shared_data_dir}", f"hydra.sweep.dir={tmp_path / 'mr'}"]
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("pipelab").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    source = f"mlflow:{parent.info.run_id}"
+    result = compare(tmp_path / "a", source, "--tracking-uri", uri, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "out" / "compare.json").read_text())
+    # the same runs read back from MLflow: every run pairs, same samples, same outputs, same settings
+    assert report["counts"]["pairs"] == 2 and report["unpaired"] == {"a": [], "b": []}
+    assert all(p["ratio"] == 1.0 and p["output_changes"] == [] for p in report["pairs"]), report["pairs"]
+    assert report["differs"] == {}
+    assert all(p["b_record"].startswith("mlflow:") for p in report["pairs"])
+    missing = compare(source, "mlflow:0123456789abcdef", "--tracking-uri", uri)
+    assert missing.returncode == 2 and "no MLflow run 0123456789abcdef" in missing.stderr

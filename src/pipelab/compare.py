@@ -179,7 +179,8 @@ def pair_runs(a_runs: list[Run], b_runs: list[Run]) -> Pairing:
         # Constant within each side, different between them: what A -> B changed for this task.
         if ta and tb:
             sa, sb = [_settings(r) for r in ta], [_settings(r) for r in tb]
-            for k in {k for s in sa + sb for k in s} - extra:
+            # a setting one side does not record at all (MLflow params count the cases) is not compared
+            for k in ({k for s in sa for k in s} & {k for s in sb for k in s}) - extra:
                 va = {json.dumps(s.get(k), default=str) for s in sa}
                 vb = {json.dumps(s.get(k), default=str) for s in sb}
                 if va != vb:
@@ -194,10 +195,12 @@ def environment_differences(a_runs: list[Run], b_runs: list[Run]) -> dict[str, l
     """Environment fields (library versions, threads, git commit) whose values differ between the sides."""
 
     def values(runs: list[Run], key: str) -> list[str]:
-        return sorted({str(r.record.get("environment", {}).get(key)) for r in runs if r.finished})
+        found = (r.record.get("environment", {}).get(key) for r in runs if r.finished)
+        return sorted({str(v) for v in found if v is not None})
 
     keys = sorted({k for r in [*a_runs, *b_runs] for k in r.record.get("environment", {})})
-    return {k: [va, vb] for k in keys if (va := values(a_runs, k)) != (vb := values(b_runs, k))}
+    # a side that does not record a field (runs read back from MLflow have no environment) is not compared
+    return {k: [va, vb] for k in keys if (va := values(a_runs, k)) and (vb := values(b_runs, k)) and va != vb}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -413,14 +416,16 @@ def compare_runs(
     )
 
 
+def load_folder(folder: Path) -> list[Run]:
+    """The runs of a results folder (records under `<folder>/runs/<task>/*.json`)."""
+    if not folder.is_dir():
+        raise CompareError(f"{folder}: not a folder; give the results_dir of a sweep (it holds runs/<task>/)")
+    return load_runs(folder)
+
+
 def compare_folders(a: Path, b: Path, **options: Any) -> Comparison:
-    """compare_runs on the records under two results folders (each `<folder>/runs/<task>/*.json`)."""
-    sides = []
-    for folder in (a, b):
-        if not folder.is_dir():
-            raise CompareError(f"{folder}: not a folder; give the results_dir of a sweep (it holds runs/<task>/)")
-        sides.append(load_runs(folder))
-    return compare_runs(sides[0], sides[1], a_label=str(a), b_label=str(b), **options)
+    """compare_runs on the records under two results folders."""
+    return compare_runs(load_folder(a), load_folder(b), a_label=str(a), b_label=str(b), **options)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pipelab import bench, console, jobs, quantization, records, stage_timing, tracking
+from pipelab import bench, console, jobs, progress, quantization, records, stage_timing, tracking
 from pipelab.assets import AssetStore
 from pipelab.checks import course_checks
 from pipelab.config import ConfigError, validate_config
@@ -125,6 +125,7 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
     results_dir = root / cfg.results_dir
     path = records.record_path(results_dir, cfg.task.name, cfg.model.name, digest)
     name = run_name(cfg, task, weights.weights)
+    progress.update(name=name, phase="checking the store")
 
     if not cfg.rerun and path.is_file() and records.read_record(path).get("status") in DONE_STATUSES:
         previous = records.read_record(path).get("tracking") or {}
@@ -193,6 +194,7 @@ def _run(cfg: DictConfig, root: Path) -> RunOutcome:
     record["tracking"] = state
     records.write_record(path, record)  # before MLflow, marked not logged: a tracking failure below loses nothing
     if logger is not None:
+        progress.update(phase="logging to MLflow")
         logging_started = time.perf_counter()
         logger.log(metrics=record["metrics"], tags={"course_verdict": record["course_verdict"]})
         logger.log_artifacts(mlflow_artifacts(record))
@@ -296,7 +298,8 @@ def _run_cases(task: Any, ctx: TaskContext, pipe: Any, cases: list[Case], seed: 
 
     ctx.pipe = pipe
     results: list[CaseResult] = []
-    for case in cases:
+    for number, case in enumerate(cases, 1):
+        progress.update(phase="cases", case=number, cases=len(cases), case_id=case.id)
         result = CaseResult(case)
         try:
             task.annotate(case, ctx)
@@ -341,6 +344,7 @@ def _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, 
             export_dir=root / cfg.data_dir / "onnx",
         )
 
+    progress.update(phase="loading the model")
     loaded, cache_hit = load(variant)
     cases_started = time.perf_counter()
     results = _run_cases(task, ctx, loaded.pipe, cases, cfg.seed)
@@ -354,6 +358,7 @@ def _execute(cfg, root, task, ctx, cases, device, dtype, weights, name, digest, 
         min_duration_s=float(cfg.bench.min_duration_s),
     )
     set_seed(cfg.seed)
+    progress.update(phase="bench loop")
     bench_started = time.perf_counter()
     call = _bench_call(task, loaded.pipe, bench_case, batch)
     measured = bench.measure(call, settings, items_per_call=batch, device=device)

@@ -26,9 +26,10 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from pipelab import console, launchers, records, tracking
+from pipelab import console, launchers, progress, records, tracking
 from pipelab.config import ConfigError
 from pipelab.jobs import (
     ENV_AXES,
@@ -48,6 +49,9 @@ from pipelab.jobs import (
 from pipelab.run_record import dataset_name, dataset_rows
 
 _OPEN: list[SweepCallback] = []
+# The live progress line of each open sweep, by callback: kept out of the callback itself, which the joblib
+# launcher pickles to its workers (a thread cannot be pickled).
+_LIVE: dict[int, progress.LiveLine] = {}
 
 # The parent run's own metrics, over its jobs' records: `<metric>_<stat>`, so a collapsed sweep row in the
 # MLflow runs table shows its range (the column picker lists them beside the children's metric).
@@ -137,9 +141,7 @@ class SweepCallback(Callback):
             print(f"pipelab: error: {exc}", file=sys.stderr, flush=True)
             sys.exit(2)
         root = Path(os.environ.get(ENV_ROOT, Path.cwd()))
-        self._sweep_dir = Path(str(config.hydra.sweep.dir))
-        if not self._sweep_dir.is_absolute():
-            self._sweep_dir = Path.cwd() / self._sweep_dir
+        self._sweep_dir = progress.sweep_dir_of(config)
         self._sweep_dir.mkdir(parents=True, exist_ok=True)
         (self._sweep_dir / JOBS_FILE).unlink(missing_ok=True)
         os.environ[ENV_SWEEP_DIR] = str(self._sweep_dir)
@@ -166,13 +168,23 @@ class SweepCallback(Callback):
             if not answers or (self._logger is not None and not self._logger.logged):
                 os.environ[ENV_TRACKING_DOWN] = "1"  # no parent run: the jobs log nothing and sync logs it all
         _OPEN.append(self)
+        live = progress.start_sweep(config, self._sweep_dir)  # after the MLflow store is up: jobs come next
+        if live is not None:
+            _LIVE[id(self)] = live
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """In the job's process: its values of the varied keys, from its own overrides (names its child run)."""
+        """In the job's process (a joblib worker, or this one): its values of the varied keys, from its own
+        overrides (they name its child run), and its number for the progress line."""
         axes = sweep_axes()
         typed = OverridesParser.create().parse_overrides([str(o) for o in config.hydra.overrides.task])
         values = {_key(o): o.get_value_element_as_str() for o in typed}
         os.environ[ENV_POINT] = json.dumps({key: values[key] for key in axes if key in values})
+        if config.hydra.mode == RunMode.MULTIRUN:  # single runs have no sweep folder to report to
+            progress.start_job(progress.sweep_dir_of(config), int(config.hydra.job.num))
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        ok = getattr(job_return.status, "name", "") == "COMPLETED"
+        progress.end_job(str(job_return.return_value) if ok else "FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish()
@@ -183,6 +195,9 @@ class SweepCallback(Callback):
         self._done = True
         if self in _OPEN:
             _OPEN.remove(self)
+        live = _LIVE.pop(id(self), None)
+        if live is not None:
+            live.stop()  # before the table: it prints on a whole screen again
         rows = read_jobs(self._sweep_dir)
         console.print_sweep_table(rows)
         status = sweep_status(rows)

@@ -496,3 +496,85 @@ def sweep_children_statuses(uri: str, experiment_id: str, parent_run_id: str) ->
         )
     )
     return [run.info.status for run in runs]
+
+
+def _param_value(text: str) -> Any:
+    """A param back to the type the record had (params are strings): numbers, booleans, null, JSON lists."""
+    import yaml
+
+    if text == "None":  # flatten wrote a null as str(None)
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _unflatten(flat: dict[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, text in flat.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[leaf] = _param_value(text)
+    return tree
+
+
+def sweep_records(uri: str, parent_run_id: str) -> list[dict[str, Any]]:
+    """The child runs of a sweep's parent run as record-shaped dicts, for a comparison (pipelab.compare).
+
+    From what each child logged: its tags (task, model, ablation), its params (the flattened config), its status,
+    and its `outputs.json` (cases) and `latency_samples_ms.json` artifacts. Raises ValueError with the reason
+    when the run does not exist or has no children.
+    """
+    # one bar per downloaded artifact would bury the comparison (read at each download)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    mlflow_client = client(uri)
+    try:
+        parent = with_retry(lambda: mlflow_client.get_run(parent_run_id))
+    except Exception as exc:
+        raise ValueError(f"no MLflow run {parent_run_id} in {uri}: {exc}") from None
+    children = with_retry(
+        lambda: mlflow_client.search_runs(
+            [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+        )
+    )
+    if not children:
+        raise ValueError(f"MLflow run {parent_run_id} has no child runs: give the id of a sweep's parent run")
+    records = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for child in children:
+            run_id = child.info.run_id
+
+            def artifact(name: str, run_id: str = run_id) -> Any:
+                try:
+                    path = mlflow_client.download_artifacts(run_id, name, tmp)
+                except Exception:  # a FAILED run has no outputs
+                    return []
+                return json.loads(Path(path).read_text(encoding="utf-8"))
+
+            tags, params = child.data.tags, child.data.params
+            config = _unflatten(params)
+            for counted in ("cases", "expectations"):  # params hold their count (run_record.params_view)
+                config.get("task", {}).pop(counted, None)
+            axes = config.get("ablation", {}).get("axes") or []
+            point = {axis: _param_value(params[axis]) for axis in axes if axis in params}
+            batch = config.get("bench", {}).get("batch_size", 1)
+            records.append(
+                {
+                    "task": tags.get("task", "?"),
+                    "model": {"name": tags.get("model", "?"), "weights": tags.get("weights")},
+                    "status": child.info.status,
+                    "ablation": {"name": tags.get("ablation", "none"), "point": point},
+                    "config": config,
+                    "cases": artifact("outputs.json"),
+                    "benchmark": {"samples_ms": artifact("latency_samples_ms.json"), "settings": {"batch_size": batch}},
+                    "started_at": str(child.info.start_time),
+                    "mlflow_run_id": run_id,
+                }
+            )
+    return records

@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 import huggingface_hub
+import huggingface_hub.constants  # a submodule: `import huggingface_hub` alone does not bind it (hub 2.x)
 import pytest
 import torch
 from hub_server import HubLayout, HubServer

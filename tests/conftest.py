@@ -46,3 +46,16 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="module")
+def mlflow_on_postgres(tmp_path_factory: pytest.TempPathFactory):
+    """A team's tracking server for real: PostgreSQL + `mlflow server` (lean settings, proxied artifacts), on
+    loopback, both stopped by PID at the end of the module. Yields tests/services.py's MlflowServer (`.uri`)."""
+    from services import mlflow_server, postgres
+
+    base = tmp_path_factory.mktemp("mlflow_on_postgres")
+    with postgres() as pg:
+        pg.create_database("mlflow")
+        with mlflow_server(pg.url("mlflow"), base / "artifacts", log=base / "server.log") as server:
+            yield server

@@ -91,13 +91,31 @@ def test_temperature_sweep_is_three_child_runs_under_one_parent_with_one_model_l
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and len(children) == 3
     (parent,) = parents
-    assert parent.info.status == "FINISHED" and "temperature=0.7,1.0,1.5" in parent.info.run_name
+    # The parent says the task and what varies, each child only its point; the records keep the full names.
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == "text-generation: temperature 0.7/1.0/1.5 [tiny]"
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-    assert sorted(c.info.run_name for c in children) == [
+    assert sorted(c.info.run_name for c in children) == ["T=0.7", "T=1", "T=1.5"]
+    assert sorted(r["name"] for r in records(tmp_path, "text-generation")) == [
         "text-generation gpt2 T=0.7 [tiny]",
         "text-generation gpt2 T=1 [tiny]",
         "text-generation gpt2 T=1.5 [tiny]",
     ]
+    # A collapsed sweep row has numbers: the range of its children's latency p50 and their worst validity.
+    p50 = [c.data.metrics["latency_p50_ms"] for c in children]
+    assert parent.data.metrics["latency_p50_ms_min"] == min(p50) and parent.data.metrics["latency_p50_ms_max"] == max(
+        p50
+    )
+    assert parent.data.tags["task"] == "text-generation" and parent.data.tags["weights"] == "tiny-random"
+    assert parent.data.metrics["schema_valid_rate_min"] == min(c.data.metrics["schema_valid_rate"] for c in children)
+    # Every run names its inputs as a dataset: the same prompts at each temperature, so one digest for all.
+    datasets = [[(d.dataset.name, d.dataset.digest) for d in r.inputs.dataset_inputs] for r in (parent, *children)]
+    (dataset,) = datasets[0]
+    assert all(d == [dataset] for d in datasets), datasets
+    assert dataset[0] == f"text-generation: {len(records(tmp_path, 'text-generation')[0]['cases'])} cases"
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("pipelab")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the model-training view
     assert sorted(c.data.params["temperature"] for c in children) == ["0.7", "1.0", "1.5"]
     # one process, one (model, device, dtype): the pipeline is built once and reused
     loads = sorted(c.data.metrics["pipeline_loads_in_process"] for c in children)

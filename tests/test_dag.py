@@ -10,6 +10,7 @@ the two slow DAG fixtures run on different pytest-xdist workers.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -43,8 +44,9 @@ REPO_FILES = (
 )
 REPORTS = ("outputs.json", "benchmarks.csv", "comparison.md", "metrics.json", "plots/latency_by_task.png")
 # Modules and packages under src/pipelab the run stages may leave out of their deps: the reports (aggregate's),
-# the vega page (offline_plots'), and the fetch stage's own (the run stages depend on its manifest).
-NOT_RUN_MODULES = {"report", "vega_page.py", "fetch.py"}
+# the vega page (offline_plots'), the fetch stage's own (the run stages depend on its manifest), and sync (a
+# command of its own, after runs).
+NOT_RUN_MODULES = {"report", "vega_page.py", "fetch.py", "sync.py"}
 
 
 def _stages_run(output: str) -> list[str]:
@@ -374,6 +376,57 @@ def test_plots_show_renders_offline(dag):
         assert vl_convert.vegalite_to_svg(spec).startswith("<svg")
 
 
+# Per chart: its drawn size and its data marks: the paths Vega draws for lines, bars and points (DVC's page
+# renders SVG), or, on a canvas, the pixels painted in a colour (not transparent, not the white background).
+_DRAWN_CHARTS_JS = """() => [...document.querySelectorAll('.vega-embed')].map(embed => {
+    const drawn = embed.querySelector('svg, canvas');
+    if (!drawn) return {width: 0, height: 0, marks: 0};
+    const box = drawn.getBoundingClientRect();
+    let marks = drawn.querySelectorAll('g.role-mark path').length;
+    if (drawn.tagName === 'CANVAS') {
+        const pixels = drawn.getContext('2d').getImageData(0, 0, drawn.width, drawn.height).data;
+        marks = 0;
+        for (let i = 0; i < pixels.length; i += 4) {
+            if (pixels[i + 3] > 0 && (pixels[i] < 240 || pixels[i + 1] < 240 || pixels[i + 2] < 240)) marks++;
+        }
+    }
+    return {width: box.width, height: box.height, marks};
+})"""
+
+
+@pytest.mark.slow
+def test_plots_show_page_draws_every_plot_in_a_browser_without_the_network(dag, tmp_path):
+    """`dvc plots show`'s page opened in headless Chromium as a file: one drawn chart per plot file, no error,
+    and no request that leaves this machine (the page carries vega inline)."""
+    from browser import chromium_page
+
+    repo = dag["repo"]
+    _dvc(["plots", "show"], repo)
+    page_path = repo / "dvc_plots" / "index.html"
+    curves = sorted((repo / "results" / "plots" / "dvc").rglob("*.csv"))
+    assert curves
+    errors: list[str] = []
+    with chromium_page() as (page, requests):
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        started = time.perf_counter()
+        page.goto(page_path.as_uri(), wait_until="load", timeout=120_000)
+        page.wait_for_function(
+            f"document.querySelectorAll('.vega-embed canvas, .vega-embed svg').length >= {len(curves)}",
+            timeout=120_000,
+        )
+        print(f"\ndvc plots page: {len(curves)} charts drawn in {time.perf_counter() - started:.2f} s")
+        charts = page.evaluate(_DRAWN_CHARTS_JS)
+        page.screenshot(path=str(tmp_path / "dvc_plots.png"), full_page=True)
+        print(f"screenshot: {tmp_path / 'dvc_plots.png'}")
+    assert len(charts) == len(curves), (len(charts), len(curves))
+    blank = [i for i, chart in enumerate(charts) if chart["width"] < 50 or chart["height"] < 50 or not chart["marks"]]
+    assert not blank, [charts[i] for i in blank]
+    assert not errors, errors
+    assert requests.urls and requests.urls[0] == page_path.as_uri()
+    assert not requests.outside, requests.outside  # file:// and loopback only
+
+
 @pytest.mark.slow
 def test_exp_show_and_metrics_show_read_the_dag_metrics(dag):
     repo = dag["repo"]
@@ -385,7 +438,8 @@ def test_exp_show_and_metrics_show_read_the_dag_metrics(dag):
 
 # Fields that measure time, memory or this process's cache: the only ones allowed to differ between a stage that
 # runs its sweeps in one process and the same sweeps typed one per process.
-_VOLATILE_KEYS = {"started_at", "finished_at", "duration_s", "samples_ms", "cache_hit", "mlflow_run_id"}
+# "tracking": where a run was logged (store, run and record ids), not what it computed; the config hash skips it too.
+_VOLATILE_KEYS = {"started_at", "finished_at", "duration_s", "samples_ms", "cache_hit", "mlflow_run_id", "tracking"}
 _VOLATILE_METRIC = re.compile(r"(_ms|_per_s|_mb|_pct)$|^(latency_|throughput_|pipeline_)")
 
 
@@ -474,3 +528,38 @@ def test_editing_one_task_config_reruns_only_that_task_and_aggregate(dag):
     assert sorted(_stages_run(rerun.stdout)) == ["aggregate", "fetch", "run@ner"]
     assert (repo / "data" / "fetched-tiny.json").read_text() == manifest
     assert "Data and pipelines are up to date." in _dvc(["status"], repo).stdout
+
+
+@pytest.mark.slow
+def test_results_pushed_to_a_remote_come_back_on_a_fresh_clone_without_rerunning_and_weights_stay_out(dag):
+    """The README's team flow: `dvc remote add` + `dvc push` after a grid; a fresh clone's `dvc pull` restores
+    results/ (records and reports); the weights folder is never in DVC's cache, so never on the remote."""
+    repo = dag["repo"]
+    fetch_outs = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["fetch"]["outs"]
+    weights_out = next(o for o in fetch_outs if isinstance(o, dict) and "data/${profile}" in o)
+    assert weights_out["data/${profile}"]["cache"] is False
+    remote = repo.parent / "remote"
+    _dvc(["remote", "add", "-d", "team", str(remote)], repo)
+    git = ["git", "-c", "user.name=pipelab-test", "-c", "user.email=test@pipelab.invalid"]
+    for args in (["git", "add", "-A"], [*git, "commit", "-qm", "grid results and the team remote"]):
+        assert _run(args, repo).returncode == 0
+    _dvc(["push"], repo)
+    pushed = {p.parent.name + p.name for p in remote.rglob("*") if p.is_file()}
+    weights = [p for p in (repo / "data" / "tiny").rglob("*.safetensors")]
+    assert weights  # the grid's weights are there, in the workspace only
+    weight_hashes = {hashlib.md5(p.read_bytes()).hexdigest() for p in weights}
+    assert not weight_hashes & pushed
+
+    clone = repo.parent / "clone"
+    assert _run(["git", "clone", "-q", str(repo), str(clone)], repo.parent).returncode == 0
+    assert not (clone / "results" / "comparison.md").exists()
+    pulled = _dvc(["pull"], clone)
+    assert not _stages_run(pulled.stdout)  # restored, not re-run
+    for name in REPORTS:
+        assert (clone / "results" / name).read_bytes() == (repo / "results" / name).read_bytes(), name
+
+    def records(where: Path) -> list[str]:
+        return sorted(p.relative_to(where).as_posix() for p in (where / "results" / "runs").glob("*/*.json"))
+
+    assert records(repo) and records(clone) == records(repo)
+    assert not (clone / "data" / "tiny").exists()  # weights are rebuilt (tiny) or downloaded (hub) by fetch

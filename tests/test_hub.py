@@ -5,11 +5,13 @@ the pickle opt-in (weights_only=True), a bad pin, a dropped connection, and the 
 from __future__ import annotations
 
 import hashlib
+import re
 from importlib import resources
 from pathlib import Path
 
 import huggingface_hub
 import huggingface_hub.constants  # a submodule: `import huggingface_hub` alone does not bind it (hub 2.x)
+import huggingface_hub.utils
 import pytest
 import torch
 from hub_server import HubLayout, HubServer
@@ -114,6 +116,18 @@ def test_a_pin_with_safetensors_downloads_then_resolves_offline_with_no_request(
     vectors = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
     paraphrase, unrelated = float(vectors[0] @ vectors[1]), float(vectors[0] @ vectors[2])
     assert paraphrase - unrelated > 0.4, (paraphrase, unrelated)  # the real weights came through whole
+
+
+def test_a_download_into_a_log_says_its_bytes_in_plain_lines_without_progress_bars(hub, capfd):
+    files = wheel_files()
+    pin = hub["layout"].add_commit(MINILM, files)
+    resolve_weights(model_cfg(MINILM, pin), profile(), hub["data"])
+    out, err = capfd.readouterr()  # pytest's capture: not a terminal, as in CI or under DVC
+    megabytes = sum(p.stat().st_size for p in files.values()) / 1e6
+    assert f"hub: downloading {MINILM} @ {pin[:12]}: {megabytes:,.1f} MB" in out
+    assert re.search(rf"hub: downloaded {MINILM} @ {pin[:12]}: {megabytes:,.1f} MB in [\d.]+ s \([\d.,]+ MB/s\)", out)
+    assert "\r" not in out + err and "it/s" not in err  # huggingface_hub's own bars stay off in a log
+    assert not huggingface_hub.utils.are_progress_bars_disabled()  # and are on again afterwards
 
 
 def test_a_pickle_only_pin_takes_the_bots_conversion_pr_and_records_both_commits(hub, tiny_model):

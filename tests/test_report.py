@@ -110,6 +110,13 @@ def test_comparison_shows_course_example_verdict_latency_and_ablations_in_number
     assert "throughput (items/s):" in text  # a findings line with the numbers
     assert "![text-classification batch_size](plots/batch_scaling_text-classification_batch_size.png)" in text
     assert "## Failed runs" in text and "KeyError: 'BOGUS'" in text
+    # Where the bench call's time goes: the course run's stages, in the table and the stacked bar.
+    assert "## Where a call's time goes" in text and "![pipeline stages per task](plots/stages_by_task.png)" in text
+    section = text.split("## Where a call's time goes", 1)[1].split("\n## ", 1)[0]
+    row = next(line for line in section.splitlines() if line.startswith("| text-classification"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == report.fmt(course["metrics"]["preprocess_ms"])
+    assert cells[3] == report.fmt(course["metrics"]["forward_ms"])
     for link in [line.split("](", 1)[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]:
         assert (results / link).is_file(), link
 
@@ -118,6 +125,7 @@ def test_plots_are_pngs_and_dvc_curves_split_numeric_from_categorical(results, r
     names = {p.name for p in reports.plots}
     assert names == {
         "latency_by_task.png",
+        "stages_by_task.png",
         "batch_scaling_text-classification_batch_size.png",
         "ablation_ner_aggregation.png",
     }
@@ -129,6 +137,7 @@ def test_plots_are_pngs_and_dvc_curves_split_numeric_from_categorical(results, r
     assert "text-classification--batch_size--throughput_items_per_s.csv" in numeric
     assert "ner--aggregation--entities_per_case.csv" in categorical
     assert "course--latency_p50_ms.csv" in categorical
+    assert {f"course--{stage}_ms.csv" for stage in ("preprocess", "forward", "postprocess", "other")} <= categorical
     with (dvc_dir / "numeric" / "text-classification--batch_size--throughput_items_per_s.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert [float(r["point"]) for r in rows] == [1.0, 4.0]

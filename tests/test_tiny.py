@@ -135,6 +135,45 @@ def test_ner_simple_aggregation(tiny) -> None:
     assert all(sentence[token["start"] : token["end"]] for token in tokens)
 
 
+def test_multilingual_ner_on_thai_and_arabic(tiny) -> None:
+    ner = transformers.pipeline("ner", model=str(tiny("mbert-token-cls")), aggregation_strategy="simple")
+    for sentence in ("ผมชื่อสมชาย ทำงานที่กรุงเทพ", "يعمل أحمد في شركة هاجينج فيس في باريس."):
+        tokens = ner(sentence, aggregation_strategy="none", ignore_labels=[])
+        assert {token["entity"] for token in tokens} <= set(FAMILIES["mbert-token-cls"].default_labels)
+        assert all(sentence[token["start"] : token["end"]] for token in tokens)  # offsets into the text
+
+
+def test_xlm_roberta_qa_maps_thai_offsets(tiny) -> None:
+    directory = tiny("xlm-roberta-qa")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    assert type(tokenizer).__name__ == "XLMRobertaTokenizer"
+    assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3]) == ["<s>", "<pad>", "</s>", "<unk>"]  # fairseq layout
+    assert tokenizer.convert_ids_to_tokens(len(tokenizer) - 1) == "<mask>"
+    context = "กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทย"
+    inputs = tokenizer("เมืองหลวงของประเทศไทยคืออะไร", context, return_offsets_mapping=True, return_tensors="pt")
+    offsets = inputs.pop("offset_mapping")
+    model = transformers.AutoModelForQuestionAnswering.from_pretrained(directory)
+    with torch.no_grad():
+        out = model(**inputs)
+    assert out.start_logits.shape == (1, inputs["input_ids"].shape[1])
+    spans = [offsets[0, i].tolist() for i, sid in enumerate(inputs.sequence_ids(0)) if sid == 1]
+    # The pieces' offsets cover the Thai context, so an answer span maps back to its characters (a lone "▁"
+    # piece shares the offsets of the character after it, as in the real XLM-RoBERTa tokenizer).
+    covered = {i for a, b in spans for i in range(a, b)}
+    assert covered == set(range(len(context))) and all(0 <= a <= b <= len(context) for a, b in spans)
+
+
+def test_led_summarization_model_takes_inputs_beyond_bart_window(tiny) -> None:
+    directory = tiny("led-seq2seq")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(directory)
+    assert type(model).__name__ == "LEDForConditionalGeneration" and tokenizer.model_max_length == 16384
+    inputs = tokenizer(" ".join(["The engineering course covered bridges and roads."] * 150), return_tensors="pt")
+    assert inputs["input_ids"].shape[1] > 1024  # BART's window
+    generated = model.generate(**inputs, max_new_tokens=5, min_length=0, num_beams=1)
+    assert isinstance(tokenizer.decode(generated[0], skip_special_tokens=True), str)
+
+
 def test_question_answering_model(tiny) -> None:
     directory = tiny("distilbert-qa")
     tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
@@ -316,8 +355,11 @@ _AUTO_MODEL = {
     "roberta-masked-lm": "AutoModelForMaskedLM",
     "bert-masked-lm": "AutoModelForMaskedLM",
     "bert-token-cls": "AutoModelForTokenClassification",
+    "mbert-token-cls": "AutoModelForTokenClassification",
     "distilbert-qa": "AutoModelForQuestionAnswering",
+    "xlm-roberta-qa": "AutoModelForQuestionAnswering",
     "bart-seq2seq": "AutoModelForSeq2SeqLM",
+    "led-seq2seq": "AutoModelForSeq2SeqLM",
     "marian-seq2seq": "AutoModelForSeq2SeqLM",
     "m2m100-seq2seq": "AutoModelForSeq2SeqLM",
     "vit-image-cls": "AutoModelForImageClassification",
@@ -343,7 +385,7 @@ def test_auto_classes_load(tiny, family: str) -> None:
         return
     tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
     # Tokenizers built from scratch default to model_max_length ~1e30: every family sets a real one.
-    assert 512 <= tokenizer.model_max_length <= 8192
+    assert 512 <= tokenizer.model_max_length <= 16384  # LED: 16,384 positions
     assert len(tokenizer) <= model.config.vocab_size
     if family == "whisper-seq2seq":
         assert transformers.AutoFeatureExtractor.from_pretrained(directory).sampling_rate == 16000

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 MAX_BENCH_ITERATIONS = 10_000  # bench.BenchSettings.max_iterations: the timed loop's safety cap
+RUNTIMES = ("torch", "onnxruntime")  # what runs the model inside pipeline(): PyTorch, or an ONNX Runtime session
 
 
 class ConfigError(ValueError):
@@ -31,6 +32,8 @@ class CaseSchema:
     input: Any = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     repeat: int = 1  # the case's text (QA: its context) repeated this many times: inputs beyond the window
+    language: str | None = None  # ISO 639-1 code of the input's language (null: English, the course's)
+    gold: Any = None  # the right output as data, scored by the task (QA: answer strings; NER: entities)
 
     def __post_init__(self) -> None:
         _check_positive(self.repeat, f"case {self.id}: repeat", integer=True)
@@ -75,6 +78,37 @@ class AssetSchema:
 
 
 @dataclass
+class LongAudioSchema:
+    """How speech recognition takes a clip longer than the model's window (Whisper: 30 s).
+
+    chunked: the pipeline cuts the clip into `chunk_length_s` windows overlapping by `stride_length_s` on each
+    side and joins their texts. long_form: Whisper's own sequential long-form generation over the whole clip
+    (`return_timestamps=True`, which it needs to move from one window to the next).
+    """
+
+    mode: str = "chunked"
+    chunk_length_s: float = 30.0
+    stride_length_s: float | None = None  # null: the pipeline's default, chunk_length_s / 6
+    # A 30 s window of speech holds ~75 words (~100 tokens): more than the short clips' max_new_tokens cap.
+    max_new_tokens: int | None = 160
+
+    def __post_init__(self) -> None:
+        _check_positive(self.max_new_tokens, "task.long_audio.max_new_tokens", integer=True)
+        if self.mode not in LONG_AUDIO_MODES:
+            raise ConfigError(f"task.long_audio.mode must be one of {', '.join(LONG_AUDIO_MODES)}, got {self.mode!r}")
+        _check_positive(self.chunk_length_s, "task.long_audio.chunk_length_s")
+        _check_positive(self.stride_length_s, "task.long_audio.stride_length_s")
+        if self.stride_length_s is not None and 2 * self.stride_length_s >= self.chunk_length_s:
+            raise ConfigError(
+                f"task.long_audio.stride_length_s ({self.stride_length_s}) must be less than half of "
+                f"chunk_length_s ({self.chunk_length_s}): the strides are cut from both sides of each chunk"
+            )
+
+
+LONG_AUDIO_MODES = ("chunked", "long_form")
+
+
+@dataclass
 class TaskSchema:
     name: str = MISSING
     pipeline: str = MISSING
@@ -89,6 +123,7 @@ class TaskSchema:
     assets: dict[str, AssetSchema] = field(default_factory=dict)
     expectations: list[Any] = field(default_factory=list)
     prompt: dict[str, Any] = field(default_factory=dict)  # chat templates + generation: tasks/prompted.py
+    long_audio: LongAudioSchema | None = None  # speech recognition: clips beyond the model's window
 
     def __post_init__(self) -> None:
         _check_positive(self.call.get("top_k"), "task.call.top_k", integer=True)
@@ -154,6 +189,9 @@ class TrackingSchema:
     enabled: bool = True
     uri: str | None = None
     experiment: str = "pipelab"
+    # true: a store that does not answer stops the run before any weights load; false: run anyway, records
+    # marked not logged, and `python stages/sync.py` logs them later.
+    required: bool = True
 
 
 @dataclass
@@ -162,9 +200,11 @@ class BenchSchema:
     min_iterations: int = 10
     min_duration_s: float = 10.0
     batch_size: int = 1  # items per timed call (ablation=batch_size sweeps it)
+    stage_calls: int = 3  # extra calls after the timed loop that time preprocess / forward / postprocess (0: off)
 
     def __post_init__(self) -> None:
         _check_positive(self.batch_size, "bench.batch_size", integer=True)
+        _check_positive(self.stage_calls, "bench.stage_calls", strictly=False, integer=True)
         _check_positive(self.min_iterations, "bench.min_iterations", integer=True)
         if self.min_iterations > MAX_BENCH_ITERATIONS:
             raise ConfigError(f"bench.min_iterations must be <= {MAX_BENCH_ITERATIONS}, got {self.min_iterations}")
@@ -197,6 +237,9 @@ class PipelabConfig:
     pipeline_cache: PipelineCacheSchema = field(default_factory=PipelineCacheSchema)
     seed: int = 42
     temperature: float = 1.0
+    quantization: str = "none"  # pipelab.quantization.METHODS: none | int8_dynamic | int8_weight_only | bnb_int8 | ...
+    runtime: str = "torch"  # torch | onnxruntime (pipelab.onnx_runtime)
+    compare_to_reference: bool = False  # also record agreement, latency and size against the none/torch variant
     rerun: bool = False
     input: str | None = None  # an extra user case: a text, or an image/audio file path for those tasks
     results_dir: str = "results"
@@ -204,6 +247,12 @@ class PipelabConfig:
 
     def __post_init__(self) -> None:
         _check_positive(self.temperature, "temperature")
+        from pipelab.quantization import METHODS
+
+        if self.quantization not in METHODS:
+            raise ConfigError(f"unknown quantization '{self.quantization}'. Valid: {', '.join(METHODS)}")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"unknown runtime '{self.runtime}'. Valid: {', '.join(RUNTIMES)}")
         if self.ablation.tasks and self.task.name not in self.ablation.tasks:
             raise ConfigError(
                 f"ablation '{self.ablation.name}' applies to {', '.join(self.ablation.tasks)}, "
@@ -212,13 +261,17 @@ class PipelabConfig:
 
 
 def register_schema() -> None:
-    """Register the schema under the name conf/config.yaml's defaults list uses (idempotent).
+    """Register the schema under the name conf/config.yaml's defaults list uses (idempotent), and the schemas
+    of the launcher plugins that conf/hydra/launcher/ extends (pipelab.launchers).
 
     Called by the entry points that compose (stages/run.py, pipelab.dag, benchmarks/overhead.py, tests).
     """
     from hydra.core.config_store import ConfigStore
 
+    from pipelab.launchers import register_launcher_schemas
+
     ConfigStore.instance().store(name="pipelab_schema", node=PipelabConfig)
+    register_launcher_schemas(conf_dir(Path(__file__).resolve().parents[2]))  # src/pipelab/ -> the repo root
 
 
 def conf_dir(root: Path) -> Path:

@@ -54,6 +54,12 @@ def print_run_summary(record: dict[str, Any]) -> None:
         f"n={int(m.get('bench_iterations', 0))})",
         f"course   {record['course_verdict']}",
     ]
+    state = record.get("tracking") or {}
+    if state.get("enabled") and not state.get("logged"):
+        lines.append(
+            f"mlflow   NOT LOGGED to {state.get('uri')} ({state.get('error')}): the record is complete; "
+            "`python stages/sync.py` logs it once the store answers"
+        )
     for case in record["cases"]:
         if case["error"]:
             lines.append(f"  error  {case['id']}: {case['error'][:150]}")
@@ -64,10 +70,11 @@ def print_run_summary(record: dict[str, Any]) -> None:
     print("\n".join(lines), flush=True)
 
 
-def print_skip(name: str, path: Path, run_id: str | None) -> None:
+def print_skip(name: str, path: Path, run_id: str | None, *, waiting_for_sync: bool = False) -> None:
     print(
         f"\n== {name} ==\nskipped  an identical config already finished (record {path}"
         + (f", MLflow run {run_id}" if run_id else "")
+        + (", not logged to MLflow yet: `python stages/sync.py` logs it" if waiting_for_sync else "")
         + "); pass rerun=true to run it again",
         flush=True,
     )
@@ -76,7 +83,7 @@ def print_skip(name: str, path: Path, run_id: str | None) -> None:
 def print_sweep_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
-    header = ("job", "status", "cases", "valid", "errors", "cold start", "warm mean", "course")
+    header: tuple[str, ...] = ("job", "status", "cases", "valid", "errors", "cold start", "warm mean", "course")
     table = [
         (
             r.get("name", "?"),
@@ -90,6 +97,10 @@ def print_sweep_table(rows: list[dict[str, Any]]) -> None:
         )
         for r in rows
     ]
+    # A launcher that sends each job's output to a file (submitit) says where: the table names every job's log.
+    if any(r.get("log") for r in rows):
+        header += ("log",)
+        table = [row + (r.get("log") or "-",) for row, r in zip(table, rows, strict=True)]
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     print("\n" + fmt.format(*header))

@@ -25,6 +25,8 @@ def environment(root: Path, device: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "cpu_count": os.cpu_count(),
+        # torch's intra-op threads (OMP_NUM_THREADS): a latency comparison needs to know them
+        "torch_threads": torch.get_num_threads(),
         "git_commit": commit or "unknown",
         "device_name": device,
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipelab.assets import AssetError
 from pipelab.config import ConfigError
+from pipelab.tracking import TrackingUnavailable
 from pipelab.weights import WeightsUnavailable
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, AssetError, WeightsUnavailable)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, AssetError, WeightsUnavailable, TrackingUnavailable)

@@ -16,11 +16,15 @@ protocol, `tests/hub_server.py`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import socket
+import sys
+import time
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -237,19 +241,42 @@ def local_snapshot(plan: WeightsPlan, cache_dir: Path) -> Path | None:
     return path if all((path / name).is_file() for name in plan.files) else None
 
 
+@contextlib.contextmanager
+def _download_progress(what: str, size: int) -> Iterator[None]:
+    """Bytes while downloading: huggingface_hub's own per-file bars on a terminal; elsewhere (CI logs, DVC) its
+    bars are switched off (they redraw with carriage returns) and one plain line says the size and the rate."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    terminal = sys.stderr.isatty()
+    print(f"hub: downloading {what}: {size / 1e6:,.1f} MB", flush=True)
+    were_disabled = are_progress_bars_disabled()
+    if not terminal:
+        disable_progress_bars()
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        if not terminal and not were_disabled:
+            enable_progress_bars()
+    seconds = time.perf_counter() - started
+    rate = size / 1e6 / seconds if seconds > 0 else 0.0
+    print(f"hub: downloaded {what}: {size / 1e6:,.1f} MB in {seconds:.1f} s ({rate:,.1f} MB/s)", flush=True)
+
+
 def download_weights(plan: WeightsPlan, cache_dir: Path) -> Path:
     """Download a plan's files (resuming interrupted files), then record the resolution for offline reuse."""
     from huggingface_hub import snapshot_download
 
-    path = Path(
-        snapshot_download(
-            plan.repo_id,
-            revision=plan.commit,
-            cache_dir=str(cache_dir),
-            allow_patterns=plan.patterns,
-            endpoint=endpoint(),
+    with _download_progress(f"{plan.repo_id} @ {plan.commit[:12]}", missing_bytes(plan, cache_dir)):
+        path = Path(
+            snapshot_download(
+                plan.repo_id,
+                revision=plan.commit,
+                cache_dir=str(cache_dir),
+                allow_patterns=plan.patterns,
+                endpoint=endpoint(),
+            )
         )
-    )
     missing = [name for name in plan.files if not (path / name).is_file()]
     if missing:
         raise HubRefusal(f"{plan.repo_id} at {plan.commit[:12]}: the download left out {', '.join(missing)}")
@@ -313,16 +340,17 @@ def download_file(plan: FilePlan, cache_dir: Path) -> Path:
     """Download one input file at its plan's commit (the caller checks it, then `record_file`)."""
     from huggingface_hub import hf_hub_download
 
-    return Path(
-        hf_hub_download(
-            plan.repo_id,
-            plan.filename,
-            repo_type=plan.repo_type,
-            revision=plan.commit,
-            cache_dir=str(cache_dir),
-            endpoint=endpoint(),
+    with _download_progress(f"{plan.repo_id}/{plan.filename} @ {plan.commit[:12]}", plan.size):
+        return Path(
+            hf_hub_download(
+                plan.repo_id,
+                plan.filename,
+                repo_type=plan.repo_type,
+                revision=plan.commit,
+                cache_dir=str(cache_dir),
+                endpoint=endpoint(),
+            )
         )
-    )
 
 
 def record_file(plan: FilePlan, cache_dir: Path, sha256: str) -> None:

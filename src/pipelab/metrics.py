@@ -180,3 +180,80 @@ def score_distribution(scores: list[float]) -> dict[str, float]:
         "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
         "n": float(arr.size),
     }
+
+
+# Scripts written without spaces between words: a whitespace "token" there is a whole clause, so SQuAD's token
+# F1 would be all-or-nothing. Their characters are tokens instead, as MLQA's evaluation does for Chinese ("mixed
+# segmentation"). Character-level rather than the model's own tokenizer, so two models with different
+# vocabularies are scored on the same units. Korean is written with spaces between words: not listed.
+_UNSPACED_SCRIPTS = (
+    (0x0E00, 0x0E7F),  # Thai
+    (0x0E80, 0x0EFF),  # Lao
+    (0x1000, 0x109F),  # Myanmar
+    (0x1780, 0x17FF),  # Khmer
+    (0x3040, 0x30FF),  # Hiragana, Katakana
+    (0x3400, 0x4DBF),  # CJK extension A
+    (0x4E00, 0x9FFF),  # CJK unified ideographs
+)
+_ENGLISH_ARTICLES = frozenset({"a", "an", "the"})
+
+
+def _unspaced(char: str) -> bool:
+    code = ord(char)
+    return any(low <= code <= high for low, high in _UNSPACED_SCRIPTS)
+
+
+def answer_tokens(text: str) -> list[str]:
+    """SQuAD's normalisation (lower case, no punctuation, no English articles), then mixed segmentation.
+
+    Words of spaced scripts (Latin, Arabic, Cyrillic, Devanagari...) are whitespace tokens; each character of
+    an unspaced script (Thai, CJK...) is a token of its own, with the combining marks that follow it (Thai vowel
+    and tone marks). Marks are letters here, not punctuation, so Arabic harakat stay too.
+    """
+    import unicodedata
+
+    cleaned = "".join(" " if unicodedata.category(ch)[0] in "PS" else ch for ch in text.lower())
+    tokens: list[str] = []
+    for word in cleaned.split():
+        if word in _ENGLISH_ARTICLES:
+            continue
+        spaced, after_unspaced = "", False
+        for ch in word:
+            if not _unspaced(ch):
+                spaced, after_unspaced = spaced + ch, False
+                continue
+            if spaced:
+                tokens.append(spaced)
+                spaced = ""
+            if unicodedata.category(ch) in ("Mn", "Mc") and after_unspaced:
+                tokens[-1] += ch  # a combining mark belongs to the character before it
+            else:
+                tokens.append(ch)
+            after_unspaced = True
+        if spaced:
+            tokens.append(spaced)
+    return tokens
+
+
+def exact_match(prediction: str, answers: Sequence[str]) -> float:
+    """1.0 if the normalised prediction equals any normalised gold answer (SQuAD EM), else 0.0."""
+    got = answer_tokens(prediction)
+    return float(any(got == answer_tokens(answer) for answer in answers))
+
+
+def token_f1(prediction: str, answers: Sequence[str]) -> float:
+    """SQuAD's token-overlap F1 against the best gold answer, over :func:`answer_tokens` (characters in Thai)."""
+    from collections import Counter
+
+    got = answer_tokens(prediction)
+    best = 0.0
+    for answer in answers:
+        gold = answer_tokens(answer)
+        if not got or not gold:
+            best = max(best, float(got == gold))
+            continue
+        common = sum((Counter(got) & Counter(gold)).values())
+        if common:
+            precision, recall = common / len(got), common / len(gold)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best

@@ -16,12 +16,12 @@ from typing import Any
 
 RECORD_VERSION = 1
 # Keys that do not change what a run computes: left out of the config hash, so resume still matches.
-_HASH_EXCLUDED = ("rerun", "tracking", "results_dir", "data_dir", "pipeline_cache")
+HASH_EXCLUDED = ("rerun", "tracking", "results_dir", "data_dir", "pipeline_cache")
 
 
 def config_hash(config: dict[str, Any], model_revision: str) -> str:
     """Stable hash of a composed config (as a plain dict) plus the resolved model revision."""
-    kept = {k: v for k, v in config.items() if k not in _HASH_EXCLUDED}
+    kept = {k: v for k, v in config.items() if k not in HASH_EXCLUDED}
     blob = json.dumps({"config": kept, "revision": model_revision}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipelab import records
+from pipelab import records, tracking
 from pipelab.models import is_prompted
 from pipelab.redaction import redact
 from pipelab.schemas import to_jsonable
@@ -31,15 +31,62 @@ def ablation_point(cfg: DictConfig) -> dict[str, Any]:
     return {axis: to_jsonable(OmegaConf.select(cfg, axis)) for axis in cfg.ablation.axes}
 
 
-def run_name(cfg: DictConfig, task: Task, weights: str) -> str:
-    parts = [cfg.task.name, cfg.model.name + (" (prompted)" if is_prompted(cfg) else "")]
-    parts += task.run_name_parts(cfg)
+def name_parts(cfg: DictConfig, task: Task, weights: str) -> dict[str, str]:
+    """The parts of a run's name, each under the config key it shows (`task`, `model`, `temperature`, ...).
+
+    The full name joins them all; a sweep's child run shows only the parts of the keys its sweep varies.
+    """
+    parts = {"task": cfg.task.name, "model": cfg.model.name + (" (prompted)" if is_prompted(cfg) else "")}
+    parts |= task.run_name_parts(cfg)
     for axis, value in ablation_point(cfg).items():
-        if axis not in ("temperature", "model.name"):  # both already in the name
-            parts.append(f"{_SHORT.get(axis, axis.rsplit('.', 1)[-1])}={value}")
+        key = axis.removesuffix(".name")  # model.name is the `model` group's choice
+        parts.setdefault(key, f"{_SHORT.get(axis, axis.rsplit('.', 1)[-1])}={value}")
     if weights == "tiny-random":
-        parts.append("[tiny]")
-    return " ".join(parts)
+        parts["weights"] = "[tiny]"
+    return parts
+
+
+def run_name(cfg: DictConfig, task: Task, weights: str) -> str:
+    """The full name of a run (its record's `name`), e.g. `text-generation gpt2 T=0.7 [tiny]`."""
+    return " ".join(name_parts(cfg, task, weights).values())
+
+
+def point_name(cfg: DictConfig, task: Task, weights: str, point: dict[str, str]) -> str:
+    """A sweep child's name: what its sweep varies, at this job's values (`T=0.7`, `ner`, `top_k`).
+
+    `point` maps each varied override key to this job's value as typed. A key the full name shows (task,
+    model, an ablation axis, the task's own parts) keeps that part; a config group shows its choice; any
+    other key `key=value`. No varied key: the full name.
+    """
+    if not point:
+        return run_name(cfg, task, weights)
+    parts = name_parts(cfg, task, weights)
+    labels = []
+    for key, value in point.items():
+        if key in parts:
+            labels.append(parts[key])
+        elif "." not in key and _is_group(cfg, key):
+            labels.append(value)  # a config group (decoding=top_k): its choice names itself
+        else:
+            labels.append(f"{_SHORT.get(key, key.rsplit('.', 1)[-1])}={value}")
+    return " ".join(labels)
+
+
+def _is_group(cfg: DictConfig, key: str) -> bool:
+    """A top-level key whose value is a config node, or that is no key at all (a `_global_` group: decoding)."""
+    missing = object()
+    node = OmegaConf.select(cfg, key, default=missing)
+    return node is missing or isinstance(node, DictConfig)
+
+
+def dataset_rows(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What went into a run, as its MLflow dataset: each case's id, kind and input (a record's `cases` or the
+    prepared ones), without settings or outputs, so runs on the same inputs share a digest."""
+    return [{key: case.get(key) for key in ("id", "kind", "input")} for case in cases]
+
+
+def dataset_name(task_name: str, rows: list[dict[str, Any]]) -> str:
+    return f"{task_name}: {len(rows)} cases"
 
 
 def run_tags(
@@ -76,6 +123,22 @@ def params_view(config: dict[str, Any]) -> dict[str, Any]:
 
 def config_yaml(config: dict[str, Any]) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(redact(config)))
+
+
+def mlflow_params(config: dict[str, Any], resolved_revision: str) -> dict[str, str]:
+    """A run's MLflow params: the flattened config view and the resolved model revision."""
+    return tracking.flatten(params_view(config)) | {"model.resolved_revision": resolved_revision}
+
+
+def mlflow_artifacts(record: dict[str, Any]) -> dict[str, str]:
+    """A run's MLflow artifacts, from its record (the run logs them, and sync does for a run that could not)."""
+    files = {"config.yaml": config_yaml(record["config"])}
+    if record["status"] == "FINISHED":
+        files["outputs.json"] = json.dumps(record["cases"], indent=2, ensure_ascii=False, default=str)
+        files["latency_samples_ms.json"] = json.dumps(record["benchmark"].get("samples_ms", []))
+    else:
+        files["traceback.txt"] = record.get("traceback", "")
+    return files
 
 
 def base_record(
@@ -117,9 +180,11 @@ def base_record(
 
 
 def case_json(r: CaseResult) -> dict[str, Any]:
+    scored = {"language": r.case.language, "gold": to_jsonable(r.case.gold)} if r.case.gold is not None else {}
     return {
         "id": r.case.id,
         "kind": r.case.kind,
+        **scored,
         "input": to_jsonable(r.case.display),
         "kwargs": to_jsonable(r.case.kwargs),
         "output": r.output,

@@ -477,6 +477,52 @@ def _build_bert_token_cls(out: Path, labels: list[str] | None, options: dict, se
     _save(out, model, _bert_tokenizer(BertTokenizer, options["do_lower_case"]))
 
 
+@functools.cache
+def _multilingual_wordpiece_vocab() -> dict[str, int]:
+    """A cased WordPiece vocabulary trained on English, French, German, Thai and Arabic text (mBERT's kind).
+
+    The real bert-base-multilingual-cased vocabulary (119,547 entries) ships in no installed package. Its basic
+    tokenizer splits on spaces and punctuation only (Thai is not split into characters, as in mBERT). The
+    WordPiece trainer of the tokenizers library is deterministic.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=3000, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False
+    )
+    tokenizer.train_from_iterator(tiny_corpus.multilingual_corpus(), trainer=trainer)
+    return dict(sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]))
+
+
+@_family(
+    "mbert-token-cls",
+    "BertForTokenClassification with CoNLL-style BIO labels + cased multilingual WordPiece trained here (offsets)",
+    "Babelscape/wikineural-multilingual-ner",
+    "token-classification",
+    _CONLL_LABELS,
+)
+def _build_mbert_token_cls(out: Path, labels: list[str] | None, options: dict, seed: int) -> None:
+    from transformers import BertConfig, BertForTokenClassification, BertTokenizer
+
+    vocab = _multilingual_wordpiece_vocab()
+    assert labels is not None  # the family has default labels
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=_HIDDEN,
+        num_hidden_layers=_LAYERS,
+        num_attention_heads=_HEADS,
+        intermediate_size=_FFN,
+        max_position_embeddings=512,
+        pad_token_id=vocab["[PAD]"],
+        **_label_maps(labels),
+    )
+    tokenizer = BertTokenizer(vocab=dict(vocab), do_lower_case=False, model_max_length=512)
+    _save(out, _new_model(BertForTokenClassification, config, seed), tokenizer)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # RoBERTa / BART (byte-level BPE, <s> <pad> </s> <unk> first and <mask> last, as in the real vocabularies)
 # ---------------------------------------------------------------------------------------------------------
@@ -613,6 +659,116 @@ def _build_bart_seq2seq(out: Path, labels: list[str] | None, options: dict, seed
         num_beams=4,
     )
     _save(out, model, _bart_tokenizer())
+
+
+@_family(
+    "led-seq2seq",
+    "LEDForConditionalGeneration (Longformer encoder, 16,384 positions, local attention windows) + BART BPE",
+    "allenai/led-base-16384",
+    None,
+)
+def _build_led_seq2seq(out: Path, labels: list[str] | None, options: dict, seed: int) -> None:
+    from transformers import GenerationConfig, LEDConfig, LEDForConditionalGeneration
+
+    # LED is BART with a Longformer encoder: BART's tokenizer (led-base-16384 ships BART's vocab and merges),
+    # 16,384 encoder positions and a sliding attention window per encoder layer (1024 in the real model; 16
+    # here, even as LED requires, so that the tiny model's inputs span several windows).
+    config = LEDConfig(
+        vocab_size=len(_bpe_vocab(_ROBERTA_LEADING, ("<mask>",))),
+        d_model=_HIDDEN,
+        encoder_layers=_LAYERS,
+        decoder_layers=_LAYERS,
+        encoder_attention_heads=_HEADS,
+        decoder_attention_heads=_HEADS,
+        encoder_ffn_dim=_FFN,
+        decoder_ffn_dim=_FFN,
+        max_encoder_position_embeddings=16384,
+        max_decoder_position_embeddings=1024,
+        attention_window=[16] * _LAYERS,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+    )
+    model = _new_model(LEDForConditionalGeneration, config, seed)
+    model.generation_config = GenerationConfig(bos_token_id=0, decoder_start_token_id=2, eos_token_id=2, pad_token_id=1)
+    tokenizer = _roberta_tokenizer()
+    tokenizer.model_max_length = 16384
+    _save(out, model, tokenizer)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# XLM-RoBERTa (multilingual sentencepiece unigram, fairseq layout: <s> <pad> </s> <unk>, the pieces, <mask>)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _trained_multilingual_unigram() -> tuple[tuple[str, float], ...]:
+    """(piece, score) of a sentencepiece unigram model trained on English, French, German, Thai and Arabic text.
+
+    The real XLM-RoBERTa vocabulary (250,002 pieces over 100 languages) ships in no installed package, so the
+    stand-in trains the same kind of model (unigram, whatever its file name says) on the embedded multilingual
+    text: Thai and Arabic encode into real pieces, not <unk>. One thread keeps training deterministic.
+    """
+    import sentencepiece as spm
+
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(tiny_corpus.multilingual_corpus()),
+        model_writer=buffer,
+        vocab_size=3000,
+        model_type="unigram",
+        character_coverage=1.0,
+        # No NFKC: the tokenizer built from these pieces has no normalizer, and NFKC would split Thai's
+        # SARA AM (ำ) into two characters the pieces would then lack.
+        normalization_rule_name="identity",
+        hard_vocab_limit=False,
+        num_threads=1,
+        minloglevel=2,
+    )
+    processor = spm.SentencePieceProcessor(model_proto=buffer.getvalue())
+    pieces = [(processor.id_to_piece(i), processor.get_score(i)) for i in range(processor.get_piece_size())]
+    return tuple((piece, score) for piece, score in pieces if piece not in _SPM_SPECIALS)
+
+
+def _xlm_roberta_tokenizer() -> Any:
+    from transformers import XLMRobertaTokenizer
+
+    # fairseq's dictionary order, as in the real checkpoints: the four specials, the pieces, <mask> last.
+    vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *_trained_multilingual_unigram()]
+    return XLMRobertaTokenizer(vocab=[*vocab, ("<mask>", 0.0)], model_max_length=512)
+
+
+def _xlm_roberta_config(labels: list[str] | None) -> Any:
+    from transformers import XLMRobertaConfig
+
+    extra = _label_maps(labels) if labels else {}
+    return XLMRobertaConfig(
+        vocab_size=len(_trained_multilingual_unigram()) + 5,
+        hidden_size=_HIDDEN,
+        num_hidden_layers=_LAYERS,
+        num_attention_heads=_HEADS,
+        intermediate_size=_FFN,
+        max_position_embeddings=514,  # positions start after padding_idx (1), as in RoBERTa
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        **extra,
+    )
+
+
+@_family(
+    "xlm-roberta-qa",
+    "XLMRobertaForQuestionAnswering + multilingual unigram sentencepiece (offsets); no QA pipeline in transformers 5",
+    "deepset/xlm-roberta-large-squad2",
+    None,
+)
+def _build_xlm_roberta_qa(out: Path, labels: list[str] | None, options: dict, seed: int) -> None:
+    from transformers import XLMRobertaForQuestionAnswering
+
+    model = _new_model(XLMRobertaForQuestionAnswering, _xlm_roberta_config(None), seed)
+    _save(out, model, _xlm_roberta_tokenizer())
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -371,6 +371,41 @@ PARALLEL_SENTENCES: tuple[tuple[str, str, str], ...] = (
     ("Better late than never.", "Mieux vaut tard que jamais.", "Besser spät als nie."),
 )
 
+# Text in two non-Latin scripts for the multilingual (XLM-RoBERTa) stand-ins' sentencepiece model: Thai, written
+# without spaces between words, and Arabic, written right to left. The cross-lingual NER and QA cases' own
+# sentences are among them, so the stand-in's vocabulary covers what it is asked.
+MULTILINGUAL_SENTENCES: dict[str, tuple[str, ...]] = {
+    "th": (
+        "สวัสดีครับ ผมชอบคอร์สนี้มาก",
+        "ผมชื่อสมชาย ทำงานที่กรุงเทพ",
+        "สมชายทำงานที่บริษัทฮักกิ้งเฟซในกรุงเทพ",
+        "กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทย และมีประชากรมากกว่าสิบล้านคน",
+        "แม่น้ำเจ้าพระยาไหลผ่านกรุงเทพมหานครและลงสู่อ่าวไทย",
+        "ดอยอินทนนท์เป็นภูเขาที่สูงที่สุดในประเทศไทย ตั้งอยู่ในจังหวัดเชียงใหม่",
+        "ภาษาไทยมีพยัญชนะสี่สิบสี่ตัว",
+        "เด็กๆ กำลังเล่นฟุตบอลที่สนามหน้าโรงเรียน",
+        "นายกรัฐมนตรีเดินทางไปประชุมที่กรุงโตเกียว",
+        "วันนี้อากาศดีมาก เราจะไปเที่ยวทะเลกัน",
+        "ฉันชอบกินข้าวผัดและต้มยำกุ้ง",
+        "เมืองหลวงของประเทศไทยคืออะไร",
+        "แม่น้ำเจ้าพระยาไหลลงสู่ที่ใด",
+        "สมชายทำงานที่ไหน",
+        "ดอยอินทนนท์ตั้งอยู่ในจังหวัดใด",
+        "ภาษาไทยมีพยัญชนะกี่ตัว",
+    ),
+    "ar": (
+        "القاهرة هي عاصمة مصر وأكبر مدنها.",
+        "يعمل أحمد في شركة هاجينج فيس في باريس.",
+        "ولد نجيب محفوظ في القاهرة وحصل على جائزة نوبل في الأدب.",
+        "يتدفق نهر النيل شمالا إلى البحر الأبيض المتوسط.",
+        "أحب تعلم اللغات الجديدة.",
+        "الطقس جميل اليوم.",
+        "ما هي عاصمة مصر؟",
+        "أين يعمل أحمد؟",
+        "إلى أين يتدفق نهر النيل؟",
+    ),
+}
+
 # Language code -> column in PARALLEL_SENTENCES.
 PARALLEL_LANGUAGES: tuple[str, ...] = ("en", "fr", "de")
 
@@ -378,6 +413,16 @@ PARALLEL_LANGUAGES: tuple[str, ...] = ("en", "fr", "de")
 def english_corpus() -> list[str]:
     """All English text: course inputs, generic sentences and the English side of the parallel corpus."""
     return [*COURSE_INPUTS, *ENGLISH_SENTENCES, *(row[0] for row in PARALLEL_SENTENCES)]
+
+
+def multilingual_corpus() -> list[str]:
+    """English, French and German (the parallel corpus) plus the Thai and Arabic sentences."""
+    return [
+        *english_corpus(),
+        *parallel_side("fr"),
+        *parallel_side("de"),
+        *(line for lines in MULTILINGUAL_SENTENCES.values() for line in lines),
+    ]
 
 
 def parallel_side(lang: str) -> list[str]:

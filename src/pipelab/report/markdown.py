@@ -12,6 +12,7 @@ from pipelab.report.tables import (
     fmt,
     latency_table,
     models_table,
+    stage_table,
     summary_table,
     trim,
 )
@@ -37,7 +38,10 @@ def _findings(group: Ablation) -> list[str]:
             continue
         ratio = f" (x{high[0] / low[0]:.2f})" if low[0] > 0 and metric.endswith(("_ms", "_per_s")) else ""
         lines.append(f"- {name}: {fmt(low[0])} at {low[1]} to {fmt(high[0])} at {high[1]}{ratio}")
-    failed = [r for r in group.runs if not r.finished]
+    for run in group.runs:
+        if run.unsupported:
+            lines.append(f"- {where(run)}: not supported here: {trim(run.record.get('unsupported', ''), 300)}")
+    failed = [r for r in group.runs if r.failed]
     if failed:
         lines.append(
             f"- {len(failed)} point(s) FAILED: "
@@ -131,13 +135,16 @@ def comparison_markdown(runs: list[Run], groups: list[Ablation], plots: dict[str
     profiles = sorted({str(r.record.get("profile")) for r in runs})
     devices = sorted({str(r.record.get("device")) for r in runs})
     weights = sorted({str(r.record["model"].get("weights")) for r in runs})
-    failed = [r for r in runs if not r.finished]
+    failed = [r for r in runs if r.failed]
+    unsupported = sum(1 for r in runs if r.unsupported)
     lines = [
         "# pipelab: the course's pipeline() tasks, run, checked and timed",
         "",
         f"Built from {len(runs)} run records in `results/runs/` (profile {', '.join(profiles)}; weights "
-        f"{', '.join(weights)}; device {', '.join(devices)}); {len(runs) - len(failed)} finished, "
-        f"{len(failed)} failed. Every number below is read from those records; `results/benchmarks.csv` has one "
+        f"{', '.join(weights)}; device {', '.join(devices)}); {len(runs) - len(failed) - unsupported} finished, "
+        f"{len(failed)} failed"
+        + (f", {unsupported} not supported here" if unsupported else "")
+        + ". Every number below is read from those records; `results/benchmarks.csv` has one "
         "row per run and `results/outputs.json` every output.",
         "",
     ]
@@ -151,6 +158,21 @@ def comparison_markdown(runs: list[Run], groups: list[Ablation], plots: dict[str
     lines += ["## Summary", "", *summary_table(runs), ""]
     if "latency" in plots:
         lines += [f"![latency per task]({plots['latency']})", ""]
+    stages = stage_table(runs)
+    if stages:
+        lines += [
+            "## Where a call's time goes",
+            "",
+            "The bench case of each course run, timed stage by stage in separate calls after the latency loop: the "
+            "pipeline's own `preprocess` (tokenizer, image or audio processor), `_forward` (the model; `generate` "
+            "for generation) and `postprocess` (softmax, argmax, decoding), and the rest of the call (parameter "
+            "handling, batching, device moves). Medians per call, in ms.",
+            "",
+            *stages,
+            "",
+        ]
+        if "stages" in plots:
+            lines += [f"![pipeline stages per task]({plots['stages']})", ""]
     if failed:
         lines += ["## Failed runs", "", *failed_runs_table(failed), ""]
     for task in tasks_in(runs):

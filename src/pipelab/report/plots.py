@@ -11,7 +11,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pipelab.report.runs import Ablation, Run, finished_course_runs, is_number, metric_label, point_label, slug
+from pipelab.report.runs import (
+    STAGE_TIMES,
+    Ablation,
+    Run,
+    finished_course_runs,
+    is_number,
+    metric_label,
+    point_label,
+    slug,
+)
 
 
 def _pyplot() -> Any:
@@ -45,6 +54,35 @@ def plot_latency_by_task(runs: list[Run], path: Path) -> bool:
     first = samples[0][0].record
     ax.set_title(f"Latency per task, course runs ({first.get('profile')} profile, {first.get('device')})")
     ax.grid(axis="x", alpha=0.3)
+    _save(fig, path)
+    return True
+
+
+def plot_stages_by_task(runs: list[Run], path: Path) -> bool:
+    """One stacked bar per task's course run: the share of preprocess, forward, postprocess and the rest of a call.
+
+    Shares, not milliseconds: tasks differ 100x in latency, so absolute bars would hide the small ones; each bar's
+    label gives its total in ms.
+    """
+    courses = [c for c in finished_course_runs(runs) if all(is_number(c.metrics.get(k)) for k in STAGE_TIMES)]
+    if not courses:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(courses) + 1.6))
+    colors = ("#4c72b0", "#dd8452", "#55a868", "#b0b0b0")
+    totals = [sum(c.metrics[k] for k in STAGE_TIMES) for c in courses]
+    left = [0.0] * len(courses)
+    for metric, color in zip(STAGE_TIMES, colors, strict=True):
+        shares = [100 * c.metrics[metric] / t if t > 0 else 0.0 for c, t in zip(courses, totals, strict=True)]
+        ax.barh(range(len(courses)), shares, left=left, color=color, label=metric_label(metric).replace(" (ms)", ""))
+        left = [a + b for a, b in zip(left, shares, strict=True)]
+    labels = [f"{c.task}\n{c.model} ({t:.3g} ms)" for c, t in zip(courses, totals, strict=True)]
+    ax.set_yticks(range(len(courses)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("share of one bench call (%), median of the stage-timing calls")
+    ax.legend(ncol=4, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.2 / len(courses)))
+    ax.set_title("Where a call's time goes: the pipeline's own stages (course runs)")
     _save(fig, path)
     return True
 
@@ -109,7 +147,7 @@ def plot_batch_scaling(ablation: Ablation, path: Path) -> bool:
 
 
 def write_pngs(runs: list[Run], groups: list[Ablation], plot_dir: Path) -> dict[str, Path]:
-    """Every PNG there is data for, keyed as comparison.md links them: "latency" and "<task>/<ablation>".
+    """Every PNG there is data for, keyed as comparison.md links them: "latency", "stages" and "<task>/<ablation>".
 
     A batch-size ablation gets the batch-scaling figure (batch_scaling_<task>_<ablation>.png), any other
     ablation one panel per metric (ablation_<task>_<ablation>.png).
@@ -118,6 +156,8 @@ def write_pngs(runs: list[Run], groups: list[Ablation], plot_dir: Path) -> dict[
     written = {}
     if plot_latency_by_task(runs, plot_dir / "latency_by_task.png"):
         written["latency"] = plot_dir / "latency_by_task.png"
+    if plot_stages_by_task(runs, plot_dir / "stages_by_task.png"):
+        written["stages"] = plot_dir / "stages_by_task.png"
     for group in groups:
         is_batch = group.axis == "batch_size"
         path = plot_dir / f"{'batch_scaling' if is_batch else 'ablation'}_{slug(group.task)}_{slug(group.name)}.png"
@@ -146,6 +186,10 @@ def write_dvc_plot_data(runs: list[Run], groups: list[Ablation], out_dir: Path) 
     courses = finished_course_runs(runs)
     if courses:
         write("categorical", "course--latency_p50_ms", [(c.task, c.metrics["latency_p50_ms"]) for c in courses])
+        for metric in STAGE_TIMES:  # the stacked bar's segments, one bar chart each
+            points = [(c.task, c.metrics[metric]) for c in courses if is_number(c.metrics.get(metric))]
+            if points:
+                write("categorical", f"course--{metric}", points)
     for group in groups:
         finished = [r for r in group.runs if r.finished]
         for metric in group.plot_metrics():

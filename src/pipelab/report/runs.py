@@ -16,6 +16,7 @@ from typing import Any
 
 from pipelab.bench import BenchResult, GenerationStats, LatencyStats
 from pipelab.records import iter_records
+from pipelab.stage_timing import STAGE_METRICS
 from pipelab.tasks import TASK_NAMES
 
 # The metric names pipelab.bench flattens its results to, read off stand-in results (every optional field set,
@@ -58,6 +59,7 @@ COMMON_METRICS = frozenset(
         "course_checks_passed",
         "course_checks_total",
         *_BENCH_METRICS,
+        *STAGE_METRICS,
     }
 )
 # Bookkeeping counts that describe a run's size, not its quality: kept out of the ablation tables.
@@ -68,8 +70,16 @@ GENERATION_TIMINGS: tuple[str, ...] = tuple(m for m in _GENERATION_METRICS if m 
 # Spread statistics of a task metric (QA's score_min/max/std/n): its mean carries the finding; the record
 # keeps the rest.
 _SPREAD_SUFFIXES = ("_n", "_min", "_max", "_std")
+# The stages of one bench call (pipelab.stage_timing), in the order a call runs them: the stacked bar's segments.
+STAGE_TIMES: tuple[str, ...] = tuple(m for m in STAGE_METRICS if m.endswith("_ms"))
 _LABELS = {
+    "preprocess_ms": "preprocess (ms)",
+    "forward_ms": "forward (ms)",
+    "postprocess_ms": "postprocess (ms)",
+    "other_ms": "other (ms)",
     "latency_p50_ms": "latency p50 (ms)",
+    "latency_p50_ratio_to_reference": "p50 / reference p50",
+    "weight_mb": "weights in memory (MB)",
     "throughput_items_per_s": "throughput (items/s)",
     "schema_valid_rate": "schema-valid rate",
     "latency_mean_ms": "latency per call, mean (ms)",
@@ -115,6 +125,16 @@ class Run:
     @property
     def finished(self) -> bool:
         return self.status == "FINISHED"
+
+    @property
+    def unsupported(self) -> bool:
+        """A point that cannot run here (bitsandbytes on a CPU, ONNX Runtime for generation): data, not a failure."""
+        return self.status == "UNSUPPORTED"
+
+    @property
+    def failed(self) -> bool:
+        """Neither finished nor a recorded 'not supported here'."""
+        return not self.finished and not self.unsupported
 
     @property
     def ablation(self) -> str:

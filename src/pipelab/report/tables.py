@@ -18,9 +18,11 @@ import pandas as pd
 from pipelab.report.runs import (
     GENERATION_TIMINGS,
     LATENCY_METRICS,
+    STAGE_TIMES,
     Ablation,
     Run,
     course_run,
+    finished_course_runs,
     is_number,
     metric_label,
     point_label,
@@ -132,6 +134,7 @@ _METRIC_COLUMNS = (
     "bench_iterations",
     "peak_rss_mb",
     *GENERATION_TIMINGS,
+    *STAGE_TIMES,
 )
 BENCHMARK_COLUMNS = (
     "record",
@@ -322,3 +325,17 @@ def ablation_table(group: Ablation) -> list[str]:
         for r in group.runs
     ]
     return markdown_table(header, rows)
+
+
+def stage_table(runs: list[Run]) -> list[str]:
+    """Per task's course run: the bench call's preprocess / forward / postprocess / other ms and the forward share."""
+    header = ["task", "model", *(metric_label(m) for m in STAGE_TIMES), "sum (ms)", "forward share"]
+    rows = []
+    for run in finished_course_runs(runs):
+        m = run.metrics
+        if not all(is_number(m.get(k)) for k in STAGE_TIMES):
+            continue
+        total = sum(m[k] for k in STAGE_TIMES)
+        share = f"{100 * m['forward_ms'] / total:.0f} %" if total > 0 else "-"
+        rows.append([run.task, f"`{run.model}`", *(fmt(m[k]) for k in STAGE_TIMES), fmt(total), share])
+    return markdown_table(header, rows) if rows else []

@@ -7,6 +7,7 @@ A task module is the only place that knows its task (no MLflow, no Hydra, no tim
   - the course check (``check_expectation``; ``check_course`` when an expectation compares two cases),
   - which numbers summarise a run (``summarize``) and what the benchmark adds (``bench_extras``),
   - what a run's name says beyond task and model (``run_name_parts``),
+  - whether its pipeline generates (``generates``) and how its outputs agree with a reference's (``agreement``),
   - the plain ``pipe(...)`` call a user would write (``bare_arguments``, for benchmarks/overhead.py).
 Defining a subclass with a ``name`` registers it; ``pipelab.tasks`` imports every module of the package, so a
 new task is its module and its conf/task YAML. The runner owns the loop, the timing and the recording.
@@ -19,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipelab import schemas
+from pipelab import agreement, schemas
 from pipelab.assets import AssetStore
 
 # name -> task class, filled by Task.__init_subclass__ (the prompted variants register in tasks/prompted.py).
@@ -36,6 +37,8 @@ class Case:
     kwargs: dict[str, Any] = field(default_factory=dict)
     display: Any = None  # JSON-able description of the input for records
     notes: list[str] = field(default_factory=list)  # e.g. "truncated to the 512-token window"
+    language: str = "en"  # the input's language (the case config's `language`; the course is English)
+    gold: Any = None  # the right output as data (the case config's `gold`), scored by the task's summarize
 
 
 @dataclass
@@ -68,6 +71,9 @@ class Task:
     name = ""
     order = 1000  # place in tables and listings: the course's chapter 1.3 order
     text_key: str | None = None  # for dict inputs: the key that `repeat` multiplies
+    # The pipeline decodes with model.generate (a loop of forward passes): no single forward to export to ONNX
+    # (ablation=runtime) or to redo by hand (tests/test_by_hand.py).
+    generates = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -89,7 +95,9 @@ class Task:
             notes.append(f"input text repeated {case_cfg.repeat} times")
         kwargs = dict(plain(ctx.cfg.task.call) or {})
         kwargs.update(plain(case_cfg.kwargs) or {})
-        return [Case(case_cfg.id, case_cfg.kind, value, kwargs, display=value, notes=notes)]
+        case = Case(case_cfg.id, case_cfg.kind, value, kwargs, display=value, notes=notes)
+        case.language, case.gold = case_cfg.get("language") or "en", plain(case_cfg.get("gold"))
+        return [case]
 
     def user_case(self, value: str, ctx: TaskContext) -> Case:
         """The top-level `input=` knob as an extra case."""
@@ -119,9 +127,10 @@ class Task:
         """Metrics measured beside the latency protocol (time to first token for generation)."""
         return {}
 
-    def run_name_parts(self, cfg: DictConfig) -> list[str]:
-        """What a run's name says after task and model, besides the ablation point (e.g. T=0.7)."""
-        return []
+    def run_name_parts(self, cfg: DictConfig) -> dict[str, str]:
+        """What a run's name says after task and model, under the config key each part shows (e.g.
+        {"temperature": "T=0.7"}): a sweep over that key names its child runs by that part alone."""
+        return {}
 
     def bare_arguments(self, pipe: Any, case: Case) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The arguments of the plain ``pipe(...)`` call a user would write for `case`, built once for a loop."""
@@ -149,6 +158,21 @@ class Task:
     def summarize(self, results: list[CaseResult], ctx: TaskContext) -> dict[str, float]:
         """Task-level numbers (the ablation metrics); the runner adds validity and latency."""
         return {}
+
+    def agreement(self, results: list[CaseResult], reference: list[CaseResult]) -> dict[str, float]:
+        """How this run's outputs agree with a reference run's on the same cases (``agree_*`` metrics).
+
+        ``results`` and ``reference`` are the same cases in the same order; cases not valid in both are left
+        out, and ``agree_cases`` says how many were compared. Default: top label and its score.
+        """
+        pairs = [(r.output, ref.output) for r, ref in zip(results, reference, strict=True) if r.valid and ref.valid]
+        if not pairs:
+            return {"agree_cases": 0.0}
+        return {"agree_cases": float(len(pairs))} | self.agree(pairs)
+
+    def agree(self, pairs: list[tuple[Any, Any]]) -> dict[str, float]:
+        """The task's agreement measures over (output, reference output) pairs (see pipelab.agreement)."""
+        return agreement.top_label(pairs)
 
     def truncation_note(self, case: Case, ctx: TaskContext, text: str) -> None:
         """Say so in the record when a text is longer than the model's window."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from pipelab import agreement
 from pipelab.tasks.base import Case, CaseResult, Task, TaskContext
 
 
@@ -97,3 +98,14 @@ class FeatureExtraction(Task):
         if compared:
             metrics["paraphrase_gap"] = sum(cosines[a] - cosines[b] for a, b in compared) / len(compared)
         return metrics
+
+    def agree(self, pairs: list[tuple[Any, Any]]) -> dict[str, float]:
+        """The record keeps each pair's cosine and pooled norms: their largest differences from the reference."""
+        return {
+            "agree_max_cosine_diff": agreement.max_abs_diff(pairs, lambda out: out.get("cosine", 0.0)),
+            "agree_max_norm_rel_diff": max(
+                abs(g - r) / r if r else abs(g - r)
+                for got, ref in pairs
+                for g, r in zip(got["norms"], ref["norms"], strict=True)
+            ),
+        }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelab import schemas
+from pipelab import agreement, schemas
 from pipelab.tasks.base import Case, CaseResult, Task, TaskContext
 
 MASK_PLACEHOLDER = "{mask}"
@@ -34,3 +34,8 @@ class FillMask(Task):
         if not ok:
             return {}
         return {"top_score_mean": sum(r.output[0]["score"] for r in ok) / len(ok)}
+
+    def agree(self, pairs: list[tuple[Any, Any]]) -> dict[str, float]:
+        """Top token, top-k overlap (share of the reference's tokens the variant also ranks), top score."""
+        overlap = [len({o["token"] for o in got} & {o["token"] for o in ref}) / len(ref) for got, ref in pairs]
+        return agreement.top_label(pairs, "token") | {"agree_top5_overlap": sum(overlap) / len(overlap)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelab import metrics, schemas
+from pipelab import agreement, metrics, schemas
 from pipelab.tasks.base import Case, CaseResult, Task, TaskContext
 
 
@@ -51,4 +51,29 @@ class QuestionAnswering(Task):
             if scores:
                 for key, value in metrics.score_distribution(scores).items():
                     numbers[f"{group}_score_{key}"] = value
-        return numbers
+        return numbers | answer_quality(results)
+
+    def agree(self, pairs: list[tuple[Any, Any]]) -> dict[str, float]:
+        """Same answer span as the reference, and the largest difference of its score."""
+        return agreement.top_label(pairs, "answer")
+
+
+def answer_quality(results: list[CaseResult]) -> dict[str, float]:
+    """SQuAD exact match and F1 of the cases with gold answers, overall and per language (`f1_th`, `exact_match_ar`).
+
+    F1 counts characters in scripts without spaces between words (Thai): see pipelab.metrics.answer_tokens.
+    """
+    scored: dict[str, list[tuple[float, float]]] = {}
+    for r in results:
+        if not (r.valid and r.case.gold):
+            continue
+        answer = (r.output if isinstance(r.output, dict) else r.output[0])["answer"]
+        pair = (metrics.exact_match(answer, r.case.gold), metrics.token_f1(answer, r.case.gold))
+        scored.setdefault(r.case.language, []).append(pair)
+    numbers: dict[str, float] = {}
+    everything = [pair for pairs in scored.values() for pair in pairs]
+    for suffix, pairs in [("", everything), *((f"_{lang}", pairs) for lang, pairs in sorted(scored.items()))]:
+        if pairs:
+            numbers[f"exact_match{suffix}"] = 100 * sum(em for em, _ in pairs) / len(pairs)
+            numbers[f"f1{suffix}"] = 100 * sum(f1 for _, f1 in pairs) / len(pairs)
+    return numbers

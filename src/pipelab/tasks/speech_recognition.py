@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from pipelab import schemas
+from pipelab import agreement, schemas
 from pipelab.tasks.base import Case, CaseResult, Task, TaskContext, plain
 
 
@@ -27,8 +27,36 @@ def word_error_rate(hypothesis: str, reference: str) -> float:
     return row[-1] / len(ref)
 
 
+def model_window_s(pipe: Any) -> float | None:
+    """Seconds of audio the model takes in one pass (Whisper: 30), or None for a model with no fixed window."""
+    extractor = getattr(pipe, "feature_extractor", None)
+    samples = getattr(extractor, "n_samples", None)
+    rate = getattr(extractor, "sampling_rate", None)
+    return samples / rate if samples and rate else None
+
+
+def long_audio_kwargs(settings: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline kwargs of task.long_audio (mode chunked or long_form), merged into the case's generate_kwargs."""
+    extra: dict[str, Any] = {}
+    if settings["mode"] == "chunked":
+        # ignore_warning: the pipeline warns on every call that chunking a seq2seq model is "experimental"; the
+        # record's note and the WER say what it gave.
+        extra |= {"chunk_length_s": settings["chunk_length_s"], "ignore_warning": True}
+        if settings.get("stride_length_s") is not None:
+            extra["stride_length_s"] = settings["stride_length_s"]
+    else:
+        extra["return_timestamps"] = True
+    if settings.get("max_new_tokens"):
+        extra["generate_kwargs"] = {
+            **(kwargs.get("generate_kwargs") or {}),
+            "max_new_tokens": settings["max_new_tokens"],
+        }
+    return extra
+
+
 class SpeechRecognition(Task):
     name = "automatic-speech-recognition"
+    generates = True
     order = 10
 
     def validate(self, output: Any, case: Case | None = None) -> list[str]:
@@ -52,7 +80,19 @@ class SpeechRecognition(Task):
         return Case("user-input", "user", audio, dict(plain(ctx.cfg.task.call) or {}), display=display)
 
     def annotate(self, case: Case, ctx: TaskContext) -> None:
-        return None
+        """A clip beyond the model's window gets the long-audio call of task.long_audio, and a note that says so."""
+        window_s = model_window_s(ctx.pipe)
+        seconds = case.input["raw"].size / case.input["sampling_rate"]
+        settings = plain(ctx.cfg.task.get("long_audio"))
+        if window_s is None or seconds <= window_s or not settings:
+            return
+        case.kwargs = {**case.kwargs, **long_audio_kwargs(settings, case.kwargs)}
+        how = (
+            f"cut into {settings['chunk_length_s']:g} s chunks"
+            if settings["mode"] == "chunked"
+            else "transcribed by Whisper's long-form generation (return_timestamps=True)"
+        )
+        case.notes.append(f"{seconds:.1f} s clip, beyond the model's {window_s:g} s window: {how}")
 
     def call(self, pipe: Any, case: Case) -> Any:
         # The pipeline consumes the dict it is given: pass a copy so a timed re-run has its input.
@@ -68,4 +108,17 @@ class SpeechRecognition(Task):
         if not scored:
             return {}
         wers = [word_error_rate(r.output["text"], r.case.display["reference"]) for r in scored]
-        return {"wer_mean": sum(wers) / len(wers)}
+        numbers = {"wer_mean": sum(wers) / len(wers)}
+        window_s = model_window_s(ctx.pipe)
+        long = [
+            wer
+            for r, wer in zip(scored, wers, strict=True)
+            if window_s is not None and r.case.display.get("seconds", 0) > window_s
+        ]
+        if long:  # the clips beyond the model's window, on their own: chunk borders cost words
+            numbers["wer_long_audio"] = sum(long) / len(long)
+        return numbers
+
+    def agree(self, pairs: list[tuple[Any, Any]]) -> dict[str, float]:
+        """chrF of the transcript against the reference's transcript (100: the same), and the exact-match rate."""
+        return agreement.texts(pairs, lambda output: output["text"])

@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from pipelab import metrics, schemas
+from pipelab import agreement, metrics, schemas
 from pipelab.tasks.base import Case, CaseResult, Task, TaskContext, plain
 
 
@@ -42,6 +42,7 @@ def pad_on_the_left(pipe: Any) -> None:
 
 class TextGeneration(Task):
     name = "text-generation"
+    generates = True
     order = 3
 
     def validate(self, output: Any, case: Case | None = None) -> list[str]:
@@ -53,8 +54,9 @@ class TextGeneration(Task):
 
         return bench.measure_generation(pipe, case.input, dict(case.kwargs)).as_metrics()
 
-    def run_name_parts(self, cfg: DictConfig) -> list[str]:
-        return ["greedy" if not cfg.task.generation.do_sample else f"T={cfg.temperature:g}"]
+    def run_name_parts(self, cfg: DictConfig) -> dict[str, str]:
+        # Greedy decoding ignores the temperature: say so instead of a T= that had no effect.
+        return {"temperature": "greedy" if not cfg.task.generation.do_sample else f"T={cfg.temperature:g}"}
 
     def prepare(self, case_cfg: DictConfig, ctx: TaskContext) -> list[Case]:
         cases = super().prepare(case_cfg, ctx)
@@ -92,3 +94,7 @@ class TextGeneration(Task):
         if logprobs:
             numbers["token_logprob_mean"] = sum(logprobs) / len(logprobs)
         return numbers
+
+    def agree(self, pairs: list[tuple[Any, Any]]) -> dict[str, float]:
+        """chrF of the text against the reference's text (100: the same), and the exact-match rate."""
+        return agreement.texts(pairs, lambda output: " ".join(item["generated_text"] for item in output))

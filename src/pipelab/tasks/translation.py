@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from pipelab import metrics, schemas
+from pipelab import agreement, metrics, schemas
 from pipelab.tasks.base import Case, CaseResult, Task, TaskContext
 
 
@@ -21,6 +21,7 @@ def direction_of(cfg: DictConfig) -> tuple[str, str] | None:
 
 class Translation(Task):
     name = "translation"
+    generates = True
     order = 8
     text_key = "text"
 
@@ -71,3 +72,7 @@ class Translation(Task):
         hyps = [r.output[0]["translation_text"] for r in scored]
         refs = [r.case.input["reference"] for r in scored]
         return {"chrf": metrics.chrf(hyps, refs), "bleu": metrics.bleu(hyps, refs), "references": float(len(refs))}
+
+    def agree(self, pairs: list[tuple[Any, Any]]) -> dict[str, float]:
+        """chrF of the text against the reference's text (100: the same), and the exact-match rate."""
+        return agreement.texts(pairs, lambda output: " ".join(item["translation_text"] for item in output))

@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from pipelab import metrics, schemas
+from pipelab import agreement, metrics, schemas
 from pipelab.tasks.base import Case, CaseResult, Task, TaskContext
 
 
@@ -83,4 +83,15 @@ class ZeroShot(Task):
             "label_count": float(len(ok[0].output["labels"])),
             "top_score_mean": sum(r.output["scores"][0] for r in ok) / len(ok),
             "score_entropy_mean": sum(metrics.entropy(r.output["scores"]) for r in ok) / len(ok),
+        }
+
+    def agree(self, pairs: list[tuple[Any, Any]]) -> dict[str, float]:
+        """Top label, and the largest score difference of any candidate label."""
+
+        def scores(output: Any) -> dict[str, float]:
+            return dict(zip(output["labels"], output["scores"], strict=True))
+
+        return {
+            "agree_top_label_rate": agreement.rate(pairs, lambda got, ref: got["labels"][0] == ref["labels"][0]),
+            "agree_max_score_diff": max(abs(scores(got)[k] - v) for got, ref in pairs for k, v in scores(ref).items()),
         }

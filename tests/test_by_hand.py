@@ -82,7 +82,10 @@ def ner_tokens(pipe: Any, text: str) -> list[dict[str, Any]]:
                 "entity": pipe.model.config.id2label[best],
                 "score": float(probs[index, best]),
                 "index": index,
-                "word": pipe.tokenizer.convert_ids_to_tokens(token_id),
+                # an unknown token (a Thai word the vocabulary lacks) keeps its characters, as the pipeline does
+                "word": text[int(offsets[index][0]) : int(offsets[index][1])]
+                if token_id == pipe.tokenizer.unk_token_id
+                else pipe.tokenizer.convert_ids_to_tokens(token_id),
                 "start": int(offsets[index][0]),
                 "end": int(offsets[index][1]),
             }

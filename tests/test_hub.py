@@ -121,6 +121,8 @@ def test_a_pin_with_safetensors_downloads_then_resolves_offline_with_no_request(
 def test_a_download_into_a_log_says_its_bytes_in_plain_lines_without_progress_bars(hub, capfd):
     files = wheel_files()
     pin = hub["layout"].add_commit(MINILM, files)
+    # on, as in a fresh process (an earlier test in this worker may have switched them off for tiny weights)
+    huggingface_hub.utils.enable_progress_bars()
     resolve_weights(model_cfg(MINILM, pin), profile(), hub["data"])
     out, err = capfd.readouterr()  # pytest's capture: not a terminal, as in CI or under DVC
     megabytes = sum(p.stat().st_size for p in files.values()) / 1e6

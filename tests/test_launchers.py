@@ -81,19 +81,9 @@ def test_submitit_local_sweep_gives_the_basic_launchers_runs_and_records_and_nam
     (basic_parent,), basic_children = sweep_runs(basic)
     (parent,), children = sweep_runs(submitit)
     assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 3
-    assert basic_parent.info.run_name.startswith("sweep task=text-generation temperature=0.7,1.0,1.5")
-    assert parent.info.run_name.startswith("sweep task=text-generation temperature=0.7,1.0,1.5")
-    assert basic_parent.info.run_name == parent.info.run_name.replace(str(submitit), str(basic))
+    assert basic_parent.info.run_name == parent.info.run_name == "text-generation: temperature 0.7/1.0/1.5 [tiny]"
     assert (basic_parent.data.tags["launcher"], parent.data.tags["launcher"]) == ("basic", "submitit_local")
-    assert (
-        sorted(children)
-        == sorted(basic_children)
-        == [
-            "text-generation gpt2 T=0.7 [tiny]",
-            "text-generation gpt2 T=1 [tiny]",
-            "text-generation gpt2 T=1.5 [tiny]",
-        ]
-    )
+    assert sorted(children) == sorted(basic_children) == ["T=0.7", "T=1", "T=1.5"]
     client = MlflowClient(f"sqlite:///{submitit / 'mlflow.db'}")
     for name, child in children.items():
         twin = basic_children[name]
@@ -173,7 +163,6 @@ def test_a_launcher_whose_plugin_is_missing_composes_and_names_the_extra_to_inst
 @pytest.fixture()
 def ray_head(tmp_path):
     """A one-node Ray cluster on 127.0.0.1 for this test (`ray start --head`), stopped by PID whatever happens."""
-    pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[dev,ray]'")
     # Ray's sockets, logs and session files, never ~/.ray or /tmp/ray; short, as a Unix socket path must be.
     temp = Path(tempfile.mkdtemp(prefix="pipelab-ray-"))
     with socket.socket() as probe:
@@ -181,6 +170,7 @@ def ray_head(tmp_path):
         port = probe.getsockname()[1]
     env = os.environ | {"RAY_AUTH_MODE": "disabled"}
     ray_cli = Path(sys.executable).with_name("ray")
+    assert ray_cli.is_file(), "no ray CLI beside this python: the dev set-up installs it (pip install -e '.[dev]')"
     try:
         started = subprocess.run(
             [str(ray_cli), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
@@ -211,11 +201,7 @@ def test_ray_sweep_on_a_running_head_node_gives_one_parent_and_three_children(tm
     assert result.returncode == 0, result.stderr[-3000:]
     (parent,), children = sweep_runs(where)
     assert parent.info.status == "FINISHED" and parent.data.tags["launcher"] == "ray"
-    assert sorted(children) == [
-        "text-generation gpt2 T=0.7 [tiny]",
-        "text-generation gpt2 T=1 [tiny]",
-        "text-generation gpt2 T=1.5 [tiny]",
-    ]
+    assert sorted(children) == ["T=0.7", "T=1", "T=1.5"]
     for child in children.values():  # the workers got the sweep's parent id through the launcher's runtime_env
         assert child.info.status == "FINISHED" and child.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert len(sweep_records(where)) == 3 and "3 jobs: 3 FINISHED" in result.stdout

@@ -147,7 +147,7 @@ def test_metrics_json_counts_runs_cases_and_course_runs(results, reports):
     records = list(_records(results).values())
     metrics = json.loads(reports.metrics.read_text())
     finished = [r for r in records if r["status"] == "FINISHED"]
-    assert metrics["runs"] == {"total": 6, "finished": 5, "failed": 1}
+    assert metrics["runs"] == {"total": 6, "finished": 5, "unsupported": 0, "failed": 1}
     assert metrics["cases"]["total"] == sum(int(r["metrics"]["cases_total"]) for r in finished)
     assert metrics["tasks"]["text-classification"]["finished"] == 1
     assert metrics["tasks"]["text-classification"]["latency_p50_ms"] > 0

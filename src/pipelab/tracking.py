@@ -179,15 +179,16 @@ def require_store(uri: str, required: bool) -> bool:
     return False
 
 
-def with_retry(fn: Callable[[], T], attempts: int = 8, first_wait: float = 0.2) -> T:
-    """Retry while SQLite is locked or busy (parallel jobs writing to one store)."""
+def with_retry(fn: Callable[[], T], attempts: int = 8, first_wait: float = 0.2, also: tuple[str, ...] = ()) -> T:
+    """Retry while SQLite is locked or busy (parallel jobs writing to one store), or on an error containing one
+    of `also` (lower case) that the caller knows to be a race another writer wins."""
     wait = first_wait
     for attempt in range(attempts):
         try:
             return fn()
         except Exception as exc:  # MlflowException wraps sqlalchemy's OperationalError
             text = str(exc).lower()
-            transient = "database is locked" in text or "database is busy" in text or "unable to open" in text
+            transient = any(s in text for s in ("database is locked", "database is busy", "unable to open", *also))
             if not transient or attempt == attempts - 1:
                 raise
             time.sleep(wait)
@@ -361,7 +362,10 @@ class RunLogger:
         )
         inputs = [DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, DATASET_CONTEXT)])]
         if self.run_id is not None:
-            self._guard("log_inputs", lambda: with_retry(lambda: self.client.log_inputs(self.run_id, datasets=inputs)))
+            # Parallel jobs of a sweep log the same dataset: MLflow's SQL store checks for it, then inserts, so the
+            # slower of two jobs can hit the unique constraint; tried again, it finds the row and links it.
+            log = lambda: self.client.log_inputs(self.run_id, datasets=inputs)  # noqa: E731
+            self._guard("log_inputs", lambda: with_retry(log, also=("unique constraint failed",)))
         return digest
 
     def log_artifacts(self, files: dict[str, str | bytes]) -> None:

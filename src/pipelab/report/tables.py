@@ -209,6 +209,7 @@ def metrics_document(runs: list[Run]) -> dict[str, Any]:
         "runs": {
             "total": len(runs),
             "finished": len(finished),
+            "unsupported": sum(r.status == "UNSUPPORTED" for r in runs),  # cannot run here (bitsandbytes off CUDA)
             "failed": sum(r.status == "FAILED" for r in runs),
         },
         "cases": {

@@ -1,8 +1,9 @@
 """A shared tracking server on PostgreSQL, for real: a parallel sweep logs into it and loses nothing.
 
 The fixture (tests/conftest.py, services in tests/services.py) starts PostgreSQL and `mlflow server` with the
-README's team recipe on loopback; a 4-job joblib sweep logs into it through `tracking.uri=http://...`, and every
-run, param, metric and artifact of every record is found there.
+README's team recipe on loopback; a 4-job sweep through joblib, and one through submitit_local (the SLURM path),
+log into it through `tracking.uri=http://...`, and every run, param, metric and artifact of every record is found
+there.
 """
 
 from __future__ import annotations
@@ -19,11 +20,21 @@ from pipelab.run_record import mlflow_artifacts, mlflow_params
 FAST = ["profile=tiny", "bench.warmup=0", "bench.min_iterations=2", "bench.min_duration_s=0"]
 
 
+LAUNCHERS = {
+    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20"],  # the SLURM path
+}
+
+
 @pytest.mark.slow
-def test_a_four_job_joblib_sweep_into_mlflow_on_postgres_loses_nothing(tmp_path, shared_data_dir, mlflow_on_postgres):
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_four_job_sweep_into_mlflow_on_postgres_loses_nothing(
+    tmp_path, shared_data_dir, mlflow_on_postgres, launcher
+):
     uri = mlflow_on_postgres.uri
-    args = ["-m", "task=text-generation", "temperature=0.5,0.7,1.0,1.5", "hydra/launcher=joblib"]
-    args += ["hydra.launcher.n_jobs=2", *FAST, f"tracking.uri={uri}", "tracking.experiment=shared"]
+    experiment_name = f"shared-{launcher}"
+    args = ["-m", "task=text-generation", "temperature=0.5,0.7,1.0,1.5", *LAUNCHERS[launcher]]
+    args += [*FAST, f"tracking.uri={uri}", f"tracking.experiment={experiment_name}"]
     args += [f"results_dir={tmp_path / 'results'}", f"data_dir={shared_data_dir}"]
     args += [f"hydra.sweep.dir={tmp_path / 'multirun'}"]
     result = run_cli(args, cwd=tmp_path, timeout=1800, env_extra={"OMP_NUM_THREADS": "1"})
@@ -31,7 +42,7 @@ def test_a_four_job_joblib_sweep_into_mlflow_on_postgres_loses_nothing(tmp_path,
     assert "4 jobs: 4 FINISHED" in result.stdout and "not logged" not in result.stdout
 
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("shared")
+    experiment = client.get_experiment_by_name(experiment_name)
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = {r.info.run_id: r for r in runs if "mlflow.parentRunId" in r.data.tags}
@@ -41,6 +52,7 @@ def test_a_four_job_joblib_sweep_into_mlflow_on_postgres_loses_nothing(tmp_path,
     records = [json.loads(p.read_text()) for p in sorted((tmp_path / "results" / "runs").glob("*/*.json"))]
     assert len(records) == 4
     lost: list[str] = []
+    run_ids = set(children)
     for record in records:
         assert record["tracking"]["logged"] is True
         run = children.pop(record["tracking"]["run_id"])
@@ -55,5 +67,5 @@ def test_a_four_job_joblib_sweep_into_mlflow_on_postgres_loses_nothing(tmp_path,
                 lost.append(f"artifact {name}")
     assert not children  # every run belongs to a record
     assert lost == []
-    stored = list(mlflow_on_postgres.artifacts.rglob("outputs.json"))
+    stored = [p for p in mlflow_on_postgres.artifacts.rglob("outputs.json") if run_ids & set(p.parts)]
     assert len(stored) == 4  # the artifacts live in the server's destination folder

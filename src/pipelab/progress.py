@@ -198,8 +198,11 @@ def _write() -> None:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def status_line(states: list[dict[str, Any]], total: int | None, started: float) -> str:
-    """`job 2/3 text-generation gpt2 [tiny]: case 4/12 (course-0), 1.2 s | 1/3 done | sweep 6.1 s`."""
+def status_line(states: list[dict[str, Any]], total: int | None, started: float, width: int | None = None) -> str:
+    """`job 2/3 text-generation gpt2 [tiny]: case 4/12 (course-0), 1.2 s | 1/3 done | sweep 6.1 s`.
+
+    With a width, a line too wide cuts the jobs' part and keeps `k/n done | sweep t` whole at its end.
+    """
     n = "?" if total is None else str(total)
     running = [s for s in states if s.get("phase") != "done"]
     done = len(states) - len(running)
@@ -212,7 +215,10 @@ def status_line(states: list[dict[str, Any]], total: int | None, started: float)
         parts.append(f"job {s.get('num')}/{n}{name}: {what}, {_elapsed(s.get('started', started))}")
     if not parts:
         parts.append("starting the next job" if done < (total or done + 1) else "finishing")
-    return " | ".join([*parts, f"{done}/{n} done", f"sweep {_elapsed(started)}"])
+    jobs, tail = " | ".join(parts), f" | {done}/{n} done | sweep {_elapsed(started)}"
+    if width is not None and len(jobs) + len(tail) > width:
+        jobs = jobs[: max(width - len(tail) - 1, 0)] + "…"
+    return jobs + tail
 
 
 class LiveLine:
@@ -266,9 +272,7 @@ class LiveLine:
             # region is every row but the last (setting it homes the cursor: save and restore around it)
             self._out(f"\n\0337\033[1;{rows - 1}r\0338\033[1A" if not self._rows else f"\0337\033[1;{rows - 1}r\0338")
             self._rows = rows
-        line = status_line(self._states(), self.total, self.started)
-        if len(line) > columns - 1:
-            line = line[: columns - 2] + "…"
+        line = status_line(self._states(), self.total, self.started, width=columns - 1)
         self._out(f"\0337\033[{rows};1H\033[2K\033[7m{line}\033[0m\0338")
 
     def _loop(self) -> None:

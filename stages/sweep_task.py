@@ -6,7 +6,8 @@ Reads the profile, the task's ablations and the latency protocol from params.yam
 overrides (and the profile's thread count into OMP_NUM_THREADS); conf/ stays the only source of each run's
 configuration. Each sweep is exactly `python stages/run.py -m <overrides>` as a user would type it, run
 in-process: stages/run.py is executed as __main__ with that argv, so Hydra composes, launches and calls back as
-it does from a shell. One process pays the imports once, and the pipeline cache (pipelab.pipeline_cache) serves
+it does from a shell. The process is forked from the warm server (pipelab.warm), which imported torch,
+transformers and MLflow once for every stage of the DAG; and the pipeline cache (pipelab.pipeline_cache) serves
 every sweep of the stage, so a model loads once per stage. An exception in one sweep is printed and the next
 sweep still runs. Hydra's job folders go to multirun/dvc/<task>/<sweep>/ (git-ignored), the records to
 results/runs/<task>/ (the stage's output). Exits non-zero if a job left no record; a FAILED run is a record,
@@ -66,6 +67,11 @@ def main() -> int:
     # Before torch is imported by the first run: OMP_NUM_THREADS is read once, at import.
     os.environ.update(run_environment(params, dict(os.environ)))
     os.chdir(ROOT)  # the sweeps' relative paths (hydra.sweep.dir, stages/run.py) are the repo's, as in a shell
+    from pipelab.warm import run_warm
+
+    code = run_warm(ROOT)  # this script again, in a process forked from one that imported torch & co once
+    if code is not None:
+        return code
     stage_started = time.perf_counter()
     failures: list[str] = []
     total_jobs = 0

@@ -1,0 +1,152 @@
+"""Warm start (pipelab.warm): a script that calls run_warm runs in a child forked from one server that imported
+torch, transformers and MLflow once, and behaves as the plain process would: its argv, folder, environment,
+stdout/stderr, exit code and signals. A changed environment gets its own server; a changed imported file
+retires the server. Every server a test starts is stopped by its pid."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PROBE = '''
+import json, os, sys, time
+from pathlib import Path
+preloaded = "torch" in sys.modules  # before anything here imports it
+from pipelab.warm import run_warm
+
+if __name__ == "__main__":
+    code = run_warm(Path(__file__).parent)
+    if code is not None:
+        sys.exit(code)
+    print(json.dumps({"pid": os.getpid(), "argv": sys.argv, "cwd": os.getcwd(), "probe": os.environ.get("PROBE"),
+                      "preloaded": preloaded, "stdout_tty": sys.stdout.isatty()}))
+    print("a line on stderr", file=sys.stderr)
+    if sys.argv[1] == "sleep":
+        print("sleeping", flush=True)
+        time.sleep(120)
+    sys.exit(int(sys.argv[1]))
+'''
+STARTED = re.compile(r"warm: starting a server \(pid (\d+)\)")
+FORKED = re.compile(r"warm: running in pid (\d+), forked from the server \(pid (\d+)")
+
+
+@pytest.fixture
+def probe(tmp_path):
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("# imported by every interpreter started with this PYTHONPATH\n")
+    servers: set[int] = set()
+
+    def run(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
+        full = {k: v for k, v in os.environ.items() if not k.startswith("PIPELAB_")}
+        full.update({"PYTHONPATH": str(site), "PIPELAB_WARM_IDLE_S": "60", "PROBE": "a"}, **(env or {}))
+        done = subprocess.run(
+            [sys.executable, str(script), *args], env=full, capture_output=True, text=True, timeout=600, **kwargs
+        )
+        servers.update(int(pid) for pid in STARTED.findall(done.stderr))
+        return done
+
+    run.site = site
+    run.servers = servers
+    yield run
+    for pid in servers:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in servers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in servers if _alive(pid)], "a warm server outlived SIGTERM"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, its parent gone) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def _output(done: subprocess.CompletedProcess) -> dict:
+    return json.loads(done.stdout.splitlines()[0])
+
+
+@pytest.mark.slow
+def test_runs_fork_from_one_server_and_keep_the_plain_process_behaviour(probe, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    first = probe("3", "two words", cwd=elsewhere)
+    assert first.returncode == 3, first.stderr
+    (server,) = (int(pid) for pid in STARTED.findall(first.stderr))
+    out = _output(first)
+    # the child saw what the plain process would: its argv, folder, environment; and torch was already there
+    assert out["argv"] == [str(tmp_path / "probe.py"), "3", "two words"]
+    assert out["cwd"] == str(elsewhere) and out["probe"] == "a" and out["preloaded"] is True
+    assert out["stdout_tty"] is False and "a line on stderr" in first.stderr
+    assert FORKED.search(first.stderr).group(2) == str(server)
+
+    second = probe("0", cwd=elsewhere)
+    assert second.returncode == 0, second.stderr
+    assert not STARTED.search(second.stderr), "the second run started a server instead of reusing the first"
+    child, parent = FORKED.search(second.stderr).groups()
+    assert int(parent) == server and int(child) == _output(second)["pid"] != out["pid"]
+
+    # another environment is another server: libraries read some variables once, at import
+    other = probe("0", env={"PROBE": "b"})
+    assert other.returncode == 0 and _output(other)["probe"] == "b"
+    (other_server,) = (int(pid) for pid in STARTED.findall(other.stderr))
+    assert other_server != server
+
+    # warm start off: the script runs in its own process, which has not imported torch
+    cold = probe("5", env={"PIPELAB_WARM": "off"})
+    assert cold.returncode == 5 and _output(cold)["preloaded"] is False and "warm:" not in cold.stderr
+
+
+@pytest.mark.slow
+def test_a_changed_imported_file_retires_the_server_and_the_run_gets_a_fresh_one(probe):
+    first = probe("0")
+    (old,) = (int(pid) for pid in STARTED.findall(first.stderr))
+    sitecustomize = probe.site / "sitecustomize.py"
+    sitecustomize.write_text(sitecustomize.read_text() + "# edited\n")
+    second = probe("0")
+    assert second.returncode == 0, second.stderr
+    assert f"{sitecustomize} changed since the server imported it" in second.stderr
+    (new,) = (int(pid) for pid in STARTED.findall(second.stderr))
+    assert new != old and FORKED.search(second.stderr).group(2) == str(new)
+    deadline = time.monotonic() + 30
+    while _alive(old) and time.monotonic() < deadline:  # the stale server had no child left: it exits by itself
+        time.sleep(0.1)
+    assert not _alive(old)
+
+
+@pytest.mark.slow
+def test_a_signal_to_the_run_reaches_the_forked_child(probe, tmp_path):
+    probe("0")  # the server is up: the next run forks at once
+    script = tmp_path / "probe.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELAB_")}
+    env.update({"PYTHONPATH": str(probe.site), "PIPELAB_WARM_IDLE_S": "60", "PROBE": "a"})
+    client = subprocess.Popen(
+        [sys.executable, str(script), "sleep"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert client.stdout.readline().startswith("{") and client.stdout.readline() == "sleeping\n"
+    client.send_signal(signal.SIGTERM)
+    assert client.wait(timeout=30) == 128 + signal.SIGTERM
+    child = int(FORKED.search(client.stderr.read()).group(1))
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child), "the forked child outlived the signal sent to its run"

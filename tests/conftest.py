@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +20,27 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 register_schema()  # tests compose conf/ through Hydra's API, as stages/run.py does after registering it
+
+
+WARM_STARTED = re.compile(r"warm: starting a server \(pid (\d+)\)")
+_warm_servers: set[int] = set()
+
+
+def note_warm_servers(output: str) -> list[int]:
+    """The warm servers (pipelab.warm) a command's output says it started: stopped by PID at the session's end."""
+    pids = [int(pid) for pid in WARM_STARTED.findall(output)]
+    _warm_servers.update(pids)
+    return pids
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_warm_servers():
+    yield
+    for pid in _warm_servers:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import WARM_STARTED, note_warm_servers
 
 from pipelab.dag import FetchPlan, check_sweep, fetch_plan, load_params, run_environment, sweep_points, task_sweeps
 from pipelab.fetch import fetch_assets, fetch_models, write_manifest
@@ -252,7 +253,9 @@ def _env(repo: Path, hub: str | None = None) -> dict[str, str]:
 
 
 def _run(args: list[str], repo: Path, timeout: float = 600, hub: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=repo, env=_env(repo, hub), capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(args, cwd=repo, env=_env(repo, hub), capture_output=True, text=True, timeout=timeout)
+    note_warm_servers(done.stdout + done.stderr)  # run stages fork from a warm server: stopped after the session
+    return done
 
 
 def _dvc(args: list[str], repo: Path, timeout: float = 600, hub: str | None = None) -> subprocess.CompletedProcess:
@@ -301,6 +304,9 @@ def test_offline_dag_runs_every_stage_and_writes_every_report(dag):
     ran = _stages_run(dag["output"])
     assert sorted(ran) == sorted(["fetch", "offline_plots", "aggregate", *(f"run@{task}" for task in TASKS)])
     assert ran.index("fetch") < ran.index("run@ner") < ran.index("aggregate")
+    # one warm server imported torch, transformers and MLflow; every run stage was a child forked from it
+    (server,) = WARM_STARTED.findall(dag["output"])
+    assert re.findall(r"forked from the server \(pid (\d+)", dag["output"]) == [server] * len(TASKS)
     for name in REPORTS:
         assert (repo / "results" / name).is_file(), name
     assert yaml.safe_load((repo / "params.yaml").read_text())["profile"] == "tiny"

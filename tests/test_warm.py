@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-PROBE = '''
+PROBE = """
 import json, os, sys, time
 from pathlib import Path
 preloaded = "torch" in sys.modules  # before anything here imports it
@@ -33,7 +33,7 @@ if __name__ == "__main__":
         print("sleeping", flush=True)
         time.sleep(120)
     sys.exit(int(sys.argv[1]))
-'''
+"""
 STARTED = re.compile(r"warm: starting a server \(pid (\d+)\)")
 FORKED = re.compile(r"warm: running in pid (\d+), forked from the server \(pid (\d+)")
 

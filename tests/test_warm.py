@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ if __name__ == "__main__":
     sys.exit(int(sys.argv[1]))
 """
 STARTED = re.compile(r"warm: starting a server \(pid (\d+)\)")
+WARM_DIR = Path(tempfile.gettempdir()) / f"pipelab-warm-{os.getuid()}"
 FORKED = re.compile(r"warm: running in pid (\d+), forked from the server \(pid (\d+)")
 
 
@@ -59,6 +61,8 @@ def probe(tmp_path):
     run.site = site
     run.servers = servers
     yield run
+    files = [p for p in WARM_DIR.glob("*.pid") if p.read_text().strip() in {str(pid) for pid in servers}]
+    assert files, "no pid file names the servers these runs started"
     for pid in servers:
         try:
             os.kill(pid, signal.SIGTERM)
@@ -68,6 +72,8 @@ def probe(tmp_path):
     while any(_alive(pid) for pid in servers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in servers if _alive(pid)], "a warm server outlived SIGTERM"
+    # a server stopped by its pid removes its pid file and its socket
+    assert not [p for p in files if p.exists() or p.with_suffix(".sock").exists()]
 
 
 def _alive(pid: int) -> bool:

@@ -109,7 +109,6 @@ def _paths(root: Path, env: dict[str, str]) -> dict[str, Path]:
         "dir": folder,
         "sock": folder / f"{key}.sock",
         "lock": folder / f"{key}.lock",
-        "pid": folder / f"{key}.pid",
         "log": folder / f"{key}.log",
     }
 
@@ -142,7 +141,7 @@ def _start_server(paths: dict[str, Path], env: dict[str, str]) -> socket.socket 
             close_fds=True,
         )
     print(
-        f"warm: starting a server (pid {server.pid}) that imports {', '.join(PRELOAD[:3])} and mlflow once; "
+        f"warm: starting a server (pid {server.pid}) that imports torch, transformers and mlflow once; "
         f"later stages fork from it. It exits after {_idle_s():.0f} s idle; {ENV_SWITCH}=off runs each stage "
         f"on its own. Log: {paths['log']}",
         file=sys.stderr,
@@ -245,6 +244,7 @@ def _changed(files: dict[str, tuple[int, int]]) -> str | None:
 def serve(sock_path: str) -> None:
     """The server's main loop (run by run_warm in a new session): import PRELOAD, then fork a child per request."""
     started = time.monotonic()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stopped by its pid: it still removes its files
     import importlib
 
     for name in PRELOAD:
@@ -256,7 +256,8 @@ def serve(sock_path: str) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(16)
-    Path(f"{path.with_suffix('')}.pid").write_text(f"{os.getpid()}\n")
+    pid_file = path.with_suffix(".pid")
+    pid_file.write_text(f"{os.getpid()}\n")
     inode = path.stat().st_ino
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
@@ -306,6 +307,11 @@ def serve(sock_path: str) -> None:
         listener.close()
         if _socket_inode(path) == inode:
             path.unlink(missing_ok=True)
+        try:
+            if pid_file.read_text().strip() == str(os.getpid()):  # not a fresh server's, written since
+                pid_file.unlink()
+        except OSError:
+            pass
 
 
 def _socket_inode(path: Path) -> int | None:
@@ -379,6 +385,7 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
     global _in_child
     _in_child = True
     code = 1
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server's handler is not the stage's
     try:
         os.setsid()  # out of the server's session: the server's group is not the stage's
         for target, fd in enumerate(fds):

@@ -168,15 +168,17 @@ def _request(conn: socket.socket, argv: list[str], cwd: str, env: dict[str, str]
 
 
 def _read_line(conn: socket.socket) -> dict[str, Any] | None:
+    # A byte at a time (a message is ~100 bytes): reading more could swallow the next message, the child's
+    # exit, when a quick child ends before the client has read the reply that names it.
     data = b""
     while not data.endswith(b"\n"):
         try:
-            chunk = conn.recv(4096)
+            byte = conn.recv(1)
         except InterruptedError:
             continue
-        if not chunk:
+        if not byte:
             return None
-        data += chunk
+        data += byte
     return json.loads(data)
 
 

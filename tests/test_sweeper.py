@@ -1,0 +1,116 @@
+"""hydra/sweeper=pipelab (the default): Hydra's basic sweeper, with each job's config composed once."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from hydra_plugins.pipelab_sweeper.pipelab_sweeper import ComposedOnce
+
+# stages/run.py as a shell runs it, with Hydra's own loader counting the job configs it composes.
+COUNTING_RUN = """
+import runpy, sys
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+real = ConfigLoaderImpl.load_sweep_config
+calls = []
+def counted(self, *args, **kwargs):
+    calls.append(args or kwargs)
+    return real(self, *args, **kwargs)
+ConfigLoaderImpl.load_sweep_config = counted
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    print(f"job configs composed: {len(calls)}", flush=True)
+"""
+
+
+def sweep(tmp_path, data_dir, name: str, *overrides: str) -> subprocess.CompletedProcess:
+    args = [
+        "-m",
+        "task=fill-mask",
+        "profile=tiny",
+        "tracking.enabled=false",
+        "bench.warmup=0",
+        "bench.min_iterations=1",
+        "bench.min_duration_s=0",
+        f"data_dir={data_dir}",
+        f"results_dir={tmp_path / name / 'results'}",
+        f"hydra.sweep.dir={tmp_path / name / 'multirun'}",
+        *overrides,
+    ]
+    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        [sys.executable, "-c", COUNTING_RUN, str(ROOT / "stages" / "run.py"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_a_sweep_composes_each_job_once_into_the_configs_of_hydras_basic_sweeper(tmp_path, shared_data_dir):
+    ours = sweep(tmp_path, shared_data_dir, "pipelab", "seed=1,2,3")
+    basic = sweep(tmp_path, shared_data_dir, "basic", "seed=1,2,3", "hydra/sweeper=basic")
+    for result in (ours, basic):
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        assert "3 jobs: 3 FINISHED" in result.stdout
+    assert "job configs composed: 3" in ours.stdout  # once per job
+    assert "job configs composed: 6" in basic.stdout  # Hydra's own: to check the batch, then to launch each job
+    for job in ("0", "1", "2"):
+        configs = [
+            OmegaConf.load(tmp_path / name / "multirun" / job / ".hydra" / "config.yaml")
+            for name in ("pipelab", "basic")
+        ]
+        for config in configs:  # the same job config, but for the folder this test gave each sweep's records
+            config.results_dir = None
+        assert configs[0] == configs[1]
+        assert configs[0].seed == int(job) + 1
+        overrides = [
+            (tmp_path / name / "multirun" / job / ".hydra" / "overrides.yaml").read_text()
+            for name in ("pipelab", "basic")
+        ]
+        assert overrides[0].replace("/pipelab/", "/basic/") == overrides[1]
+
+
+def test_a_job_that_does_not_compose_stops_the_sweep_before_any_job_runs(tmp_path, shared_data_dir):
+    result = sweep(tmp_path, shared_data_dir, "bad", "seed=1,not_a_number")
+    assert result.returncode != 0
+    assert "not_a_number" in result.stderr and "seed" in result.stderr  # Hydra's message names the value and key
+    assert not (tmp_path / "bad" / "results").exists()  # the first, legal job never ran
+    assert not (tmp_path / "bad" / "multirun" / "0").exists()
+
+
+@pytest.fixture
+def loader_and_master():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        hydra = GlobalHydra.instance().hydra
+        assert hydra is not None
+        master = hydra.compose_config("config", ["task=fill-mask", "profile=tiny"], run_mode=RunMode.MULTIRUN)
+        yield hydra.config_loader, master
+
+
+def test_a_kept_config_is_handed_out_once_and_never_pickled(loader_and_master):
+    real, master = loader_and_master
+    loader = ComposedOnce(real, keep=1)
+    loader.compose_ahead(master, ["seed=7"])
+    loader.compose_ahead(master, ["seed=8"])  # beyond `keep`: checked, not kept
+    assert loader.composed == 2
+    # A launcher's worker process gets the loader without the kept config, and composes its job itself.
+    worker = pickle.loads(pickle.dumps(loader))
+    assert worker.load_sweep_config(master, ["seed=7"]).seed == 7 and worker.composed == 1
+    # In this process the launch takes the kept config once; a second launch of the same job composes again.
+    assert loader.load_sweep_config(master, ["seed=7"]).seed == 7 and loader.composed == 2
+    assert loader.load_sweep_config(master, ["seed=8"]).seed == 8 and loader.composed == 3
+    assert loader.load_sweep_config(master, ["seed=7"]).seed == 7 and loader.composed == 4
+    assert loader.get_search_path() is real.get_search_path()  # everything else is Hydra's own loader

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipelab.report import write_reports
+from pipelab_tools.report import write_reports
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ A and B are the `results_dir` of sweeps (records under <dir>/runs/<task>/*.json)
 sweep's MLflow parent run (its child runs' tags, params and artifacts, from --tracking-uri). Prints the comparison as
 Markdown; --out DIR also writes DIR/compare.md and DIR/compare.json. Exit code 0: no regression; 1: a pair is
 slower beyond the threshold, or a run or case that worked in A fails in B; 2: the inputs cannot be compared.
-Thin on purpose: pipelab.compare does the work.
+Thin on purpose: pipelab_tools.compare does the work.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PIPELAB_ROOT", str(ROOT))
 
-from pipelab.compare import CompareError, compare_runs, load_folder, markdown, write  # noqa: E402
-from pipelab.report.runs import Run  # noqa: E402
+from pipelab_tools.compare import CompareError, compare_runs, load_folder, markdown, write  # noqa: E402
+from pipelab_tools.report.runs import Run  # noqa: E402
 
 MLFLOW = "mlflow:"
 

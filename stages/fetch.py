@@ -24,7 +24,8 @@ os.environ.setdefault("PIPELAB_ROOT", str(ROOT))
 from pipelab.dag import compose, fetch_plan, load_params  # noqa: E402
 from pipelab.devices import resolve_device  # noqa: E402
 from pipelab.errors import USER_ERRORS  # noqa: E402
-from pipelab.fetch import (  # noqa: E402
+from pipelab.hub import HubUnreachable  # noqa: E402
+from pipelab_tools.fetch import (  # noqa: E402
     check_pins,
     fetch_assets,
     fetch_models,
@@ -33,7 +34,6 @@ from pipelab.fetch import (  # noqa: E402
     plan_rows,
     write_manifest,
 )
-from pipelab.hub import HubUnreachable  # noqa: E402
 
 
 def main() -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import vl_convert
 
-from pipelab.vega_page import offline_plots_template
+from pipelab_tools.vega_page import offline_plots_template
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
     python stages/sync.py                       # records under results/, each into the store it was meant for
     python stages/sync.py --uri http://mlflow.team:5000 --results-dir /tmp/scratch/results
 
-Idempotent: a second sync logs nothing. Thin on purpose: pipelab.sync does the work.
+Idempotent: a second sync logs nothing. Thin on purpose: pipelab_tools.sync does the work.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PIPELAB_ROOT", str(ROOT))
 
-from pipelab.sync import pending, sync  # noqa: E402
 from pipelab.tracking import TrackingUnavailable  # noqa: E402
+from pipelab_tools.sync import pending, sync  # noqa: E402
 
 
 def main() -> int:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, run_cli
 
-from pipelab.compare import (
+from pipelab_tools.compare import (
     CompareError,
     Ratio,
     bootstrap_ratio,
@@ -23,7 +23,7 @@ from pipelab.compare import (
     pair_runs,
     verdict,
 )
-from pipelab.report.runs import Run
+from pipelab_tools.report.runs import Run
 
 # ----------------------------------------------------------------------------------------------------------------
 # Bootstrap and verdict rules

@@ -9,6 +9,7 @@ the two slow DAG fixtures run on different pytest-xdist workers.
 
 from __future__ import annotations
 
+import ast
 import csv
 import hashlib
 import json
@@ -25,10 +26,10 @@ import yaml
 from conftest import WARM_STARTED, note_warm_servers
 
 from pipelab.dag import FetchPlan, check_sweep, fetch_plan, load_params, run_environment, sweep_points, task_sweeps
-from pipelab.fetch import fetch_assets, fetch_models, write_manifest
 from pipelab.records import iter_records
 from pipelab.runner import DONE_STATUSES
 from pipelab.tasks import TASK_NAMES as TASKS
+from pipelab_tools.fetch import fetch_assets, fetch_models, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a fresh clone holds (README set-up aside): everything the DAG reads, nothing it writes.
@@ -45,12 +46,11 @@ REPO_FILES = (
     ".gitignore",
 )
 REPORTS = ("outputs.json", "benchmarks.csv", "comparison.md", "metrics.json", "plots/latency_by_task.png")
+
+
 # Modules and packages under src/pipelab the run stages may leave out of their deps: the reports (aggregate's),
 # the vega page (offline_plots'), the fetch stage's own (the run stages depend on its manifest), and sync (a
 # command of its own, after runs).
-NOT_RUN_MODULES = {"report", "vega_page.py", "fetch.py", "sync.py", "compare.py"}
-
-
 def _stages_run(output: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", output)
 
@@ -129,20 +129,21 @@ def test_fetch_builds_a_tiny_model_once_and_writes_the_same_manifest_again(tmp_p
     assert manifest["assets"][0]["source"] == "skimage:chelsea" and len(manifest["assets"][0]["sha256"]) == 64
 
 
-def test_run_stages_depend_on_every_library_module_except_the_reports():
+def test_run_stages_depend_on_the_library_and_no_run_module_imports_the_tools():
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["run"]["do"]
     deps = set(stage["deps"])
-    missing = []
-    package = ROOT / "src" / "pipelab"
-    for path in sorted(package.rglob("*")):
-        if path.is_dir() or "__pycache__" in path.parts or path.relative_to(package).parts[0] in NOT_RUN_MODULES:
-            continue
-        rel = path.relative_to(ROOT)
-        covered = any(str(rel) == dep or str(rel).startswith(dep.rstrip("/") + "/") for dep in deps)
-        if not covered and path.suffix == ".py":
-            missing.append(str(rel))
-    assert not missing, f"add these to the deps of `run` in dvc.yaml (or to NOT_RUN_MODULES): {missing}"
+    assert {"src/pipelab", "src/hydra_plugins"} <= deps  # every module a run imports, as two folders
+    assert not [dep for dep in deps if dep.startswith("src/pipelab_tools")]  # editing a report never re-runs a run
     assert "conf/task/${key}.yaml" in deps and "conf/task" not in deps  # one task's edit re-runs one stage
+    # What the run stages do not depend on, no run imports: src/pipelab and the sweeper never import pipelab_tools.
+    offenders = []
+    for path in [*(ROOT / "src" / "pipelab").rglob("*.py"), *(ROOT / "src" / "hydra_plugins").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(name.split(".")[0] == "pipelab_tools" for name in names):
+                offenders.append(str(path.relative_to(ROOT)))
+    assert not offenders, f"run modules importing pipelab_tools (move the shared code into src/pipelab): {offenders}"
 
 
 TWELFTH_TASK = {
@@ -518,7 +519,7 @@ def test_one_process_stage_gives_the_records_of_the_sweeps_typed_one_by_one(dag)
     stage, typed = records(repo / "results"), records(repo / "per_process")
     assert len(stage) == len(typed) > 4
     assert stage == typed
-    from pipelab.report import write_reports
+    from pipelab_tools.report import write_reports
 
     for results in (repo / "results", repo / "per_process"):
         (results / "only").mkdir(exist_ok=True)

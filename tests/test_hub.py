@@ -272,7 +272,7 @@ def test_an_input_on_a_branch_is_pinned_by_the_first_fetch_and_verified_after(hu
 
 def test_the_plan_refuses_before_any_download_and_says_why(hub, tiny_model, tmp_path):
     from pipelab.dag import FetchPlan
-    from pipelab.fetch import format_plan, plan_rows
+    from pipelab_tools.fetch import format_plan, plan_rows
 
     root = tmp_path / "project"
     (root / "conf" / "model").mkdir(parents=True)

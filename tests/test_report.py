@@ -1,4 +1,4 @@
-"""pipelab.report on real records: a few tiny sweeps through the real Hydra CLI, then every report file.
+"""pipelab_tools.report on real records: a few tiny sweeps through the real Hydra CLI, then every report file.
 
 The records are written by the real runner (tracking off, a temporary results folder): a course run, a
 numeric ablation (batch size), a categorical one (NER aggregation) and a run that really fails (an unknown
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from pipelab import report
 from pipelab.records import iter_records
-from pipelab.vega_page import offline_plots_template
+from pipelab_tools import report
+from pipelab_tools.vega_page import offline_plots_template
 
 FAST_BENCH = ["bench.warmup=0", "bench.min_iterations=2", "bench.min_duration_s=0"]
 

@@ -13,9 +13,9 @@ from test_cli import FAST, isolated, mlflow_runs, records
 from pipelab import onnx_runtime, quantization
 from pipelab.dag import compose
 from pipelab.pipeline_cache import load_pipeline, pipeline_cache_key
-from pipelab.report import write_reports
 from pipelab.tasks import get_task
 from pipelab.weights import resolve_weights
+from pipelab_tools.report import write_reports
 
 
 def tiny_weights(task_name: str, data_dir: Path):

@@ -529,7 +529,7 @@ def _unflatten(flat: dict[str, str]) -> dict[str, Any]:
 
 
 def sweep_records(uri: str, parent_run_id: str) -> list[dict[str, Any]]:
-    """The child runs of a sweep's parent run as record-shaped dicts, for a comparison (pipelab.compare).
+    """The child runs of a sweep's parent run as record-shaped dicts, for a comparison (pipelab_tools.compare).
 
     From what each child logged: its tags (task, model, ablation), its params (the flattened config), its status,
     and its `outputs.json` (cases) and `latency_samples_ms.json` artifacts. Raises ValueError with the reason

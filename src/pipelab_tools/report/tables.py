@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelab.report.runs import (
+from pipelab_tools.report.runs import (
     GENERATION_TIMINGS,
     LATENCY_METRICS,
     STAGE_TIMES,

@@ -1,12 +1,21 @@
 """comparison.md: per task the course example, the verdict, latency, models and the ablations in numbers.
 
-The tables come from pipelab.report.tables; this module writes the prose around them and the findings.
+The tables come from pipelab_tools.report.tables; this module writes the prose around them and the findings.
 """
 
 from __future__ import annotations
 
-from pipelab.report.runs import Ablation, Run, course_run, is_number, metric_label, model_runs, point_label, tasks_in
-from pipelab.report.tables import (
+from pipelab_tools.report.runs import (
+    Ablation,
+    Run,
+    course_run,
+    is_number,
+    metric_label,
+    model_runs,
+    point_label,
+    tasks_in,
+)
+from pipelab_tools.report.tables import (
     ablation_table,
     failed_runs_table,
     fmt,

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipelab.report.runs import (
+from pipelab_tools.report.runs import (
     STAGE_TIMES,
     Ablation,
     Run,

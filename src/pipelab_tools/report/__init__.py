@@ -21,10 +21,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelab.report.markdown import comparison_markdown
-from pipelab.report.plots import write_dvc_plot_data, write_pngs
-from pipelab.report.runs import ablations, load_runs
-from pipelab.report.tables import BENCHMARK_COLUMNS, fmt, metrics_document, outputs_document, write_benchmarks_csv
+from pipelab_tools.report.markdown import comparison_markdown
+from pipelab_tools.report.plots import write_dvc_plot_data, write_pngs
+from pipelab_tools.report.runs import ablations, load_runs
+from pipelab_tools.report.tables import BENCHMARK_COLUMNS, fmt, metrics_document, outputs_document, write_benchmarks_csv
 
 # BENCHMARK_COLUMNS and fmt: the CSV's header and the document's number format, which tests check files against.
 __all__ = ["BENCHMARK_COLUMNS", "ReportFiles", "fmt", "write_reports"]

@@ -1,7 +1,7 @@
 """The HTML template that makes `dvc plots show` work offline (stages/offline_plots.py writes it).
 
 DVC's default page loads vega from a CDN and stays blank without a network; this one carries vega, vega-lite and
-vega-embed inline. Not part of pipelab.report: the aggregate stage never needs it, and it needs no records.
+vega-embed inline. Not part of pipelab_tools.report: the aggregate stage never needs it, and it needs no records.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Per task and configuration: the latency ratio B/A (median of B's raw samples over median of A's) with a seeded
 bootstrap 95% confidence interval, a verdict at a threshold, the case outputs that changed and the validity changes.
-Reads records only (``pipelab.report.runs``), like the reports: the same two folders always give the same result.
+Reads records only (``pipelab_tools.report.runs``), like the reports: the same two folders always give the same result.
 
 Runs are paired by what identifies a configuration apart from the change under test: task, model, ablation and its
 point, plus any setting that varies among one side's runs of a task (a temperature swept without an ablation
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from pipelab.records import HASH_EXCLUDED
-from pipelab.report.runs import Run, load_runs, point_label, tasks_in
+from pipelab_tools.report.runs import Run, load_runs, point_label, tasks_in
 
 CONFIDENCE = 0.95
 # Settings that say which model or ablation a run is: represented by the model's and the ablation's names.

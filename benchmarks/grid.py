@@ -4,7 +4,8 @@
     python benchmarks/grid.py --only tiny noop   # a subset
 
 Each measurement runs in a fresh `git clone` of this checkout (committed state only) under a temp folder, with
-this interpreter's venv on PATH, exactly as a user types the command:
+this interpreter's venv on PATH and the clone's own src/ first on PYTHONPATH (the venv's editable install points
+at this checkout, whose working tree may differ), exactly as a user types the command:
 
 - ``tiny``: ``dvc exp run -S profile=tiny`` (the tiny models are built by its fetch stage unless
   ``--tiny-cache DIR`` gives a data/tiny to copy in, as tests/test_dag.py does);
@@ -63,6 +64,11 @@ def _clone(into: Path) -> Path:
     return repo
 
 
+def _clone_env(repo: Path, **extra: str) -> dict[str, str]:
+    """The benchmark's environment for commands in `repo`: its own library, not this checkout's."""
+    return _env() | {"PYTHONPATH": str(repo / "src")} | extra
+
+
 def _loads(output: str) -> dict[str, dict[str, int]]:
     return {
         m[1]: {"sweeps": int(m[2]), "jobs": int(m[3]), "model_loads": int(m[4]), "cache_hits": int(m[5])}
@@ -74,7 +80,7 @@ def tiny_and_noop(base: Path, tiny_cache: Path | None, want: set[str]) -> list[d
     repo = _clone(base / "tiny")
     if tiny_cache is not None:
         shutil.copytree(tiny_cache, repo / "data" / "tiny")
-    env = _env() | {"HF_HUB_OFFLINE": "1"}
+    env = _clone_env(repo, HF_HUB_OFFLINE="1")
     rows = []
     seconds, output = _timed([str(BIN / "dvc"), "exp", "run", "-S", "profile=tiny"], repo, env)
     stages = _loads(output)
@@ -95,7 +101,7 @@ def multirun(base: Path, tiny_cache: Path | None) -> dict:
         shutil.copytree(tiny_cache, repo / "data" / "tiny")
     from pipelab.tasks import TASK_NAMES
 
-    env = _env() | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = _clone_env(repo, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     args = [sys.executable, "stages/run.py", "-m", f"task={','.join(TASK_NAMES)}", "profile=tiny"]
     # A first pass builds the tiny models (the fetch stage's job in the DAG), so the figure is the multirun's own.
     _timed([*args, "tracking.enabled=false", "results_dir=warm"], repo, env)
@@ -128,7 +134,7 @@ def hub(base: Path) -> dict:
         url = line.strip().removeprefix("serving ")
         if not url.startswith("http://127.0.0.1:"):
             raise SystemExit(f"grid: the local Hub did not start: {line!r}")
-        seconds, output = _timed([str(BIN / "dvc"), "repro"], repo, _env() | {"HF_ENDPOINT": url})
+        seconds, output = _timed([str(BIN / "dvc"), "repro"], repo, _clone_env(repo, HF_ENDPOINT=url))
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -20,8 +20,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PIPELAB_ROOT", str(ROOT))
+# The environment DVC gave this stage, as the run stages have it when they ask for their warm server (the
+# imports below add MLflow's HTTP bounds to it, as the run stages' imports do only later).
+STAGE_ENV = dict(os.environ)
 
-from pipelab.dag import compose, fetch_plan, load_params  # noqa: E402
+from pipelab.dag import compose, fetch_plan, load_params, run_environment  # noqa: E402
 from pipelab.devices import resolve_device  # noqa: E402
 from pipelab.errors import USER_ERRORS  # noqa: E402
 from pipelab.hub import HubUnreachable  # noqa: E402
@@ -50,6 +53,10 @@ def main() -> int:
             print(format_plan(rows))
             return 2 if any(r.refused for r in rows) else 0
         params = load_params(ROOT / "params.yaml", ROOT, profile=args.profile)
+        if os.environ.get("DVC_STAGE") and not args.plan:  # in a DVC run: the run stages come next
+            from pipelab.warm import start_early
+
+            start_early(ROOT, run_environment(params, STAGE_ENV))  # their server imports while this stage works
         for task in params.left_out:  # DVC's foreach reads the stage list from params.yaml, not from conf/task
             print(
                 f"fetch: note: dvc repro does not run task {task}: add `{task}: {{ablations: []}}` under tasks in "

@@ -156,3 +156,32 @@ def test_a_signal_to_the_run_reaches_the_forked_child(probe, tmp_path):
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(child), "the forked child outlived the signal sent to its run"
+
+
+@pytest.mark.slow
+def test_a_server_started_early_serves_the_runs_that_come_while_it_imports(probe, tmp_path):
+    # What the DAG's fetch stage does: start the run stages' server, and go on without waiting for it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELAB_")}
+    env.update({"PYTHONPATH": str(probe.site), "PIPELAB_WARM_IDLE_S": "60", "PROBE": "a"})
+    start = [
+        sys.executable,
+        "-c",
+        "import os, sys; from pathlib import Path; from pipelab.warm import start_early; "
+        "start_early(Path(sys.argv[1]), dict(os.environ)); print('preloaded' if 'torch' in sys.modules else 'lean')",
+        str(tmp_path),
+    ]
+    early = subprocess.run(start, env=env, capture_output=True, text=True, timeout=600)
+    assert early.returncode == 0 and early.stdout.strip() == "lean", early.stderr  # it imported nothing heavy
+    (server,) = (int(pid) for pid in STARTED.findall(early.stderr))
+    probe.servers.add(server)
+    # A second early start, while that server imports or listens, starts nothing.
+    again = subprocess.run(start, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and not STARTED.search(again.stderr), again.stderr
+    # The run waits for that server (it may still be importing) and forks from it.
+    run = probe("0")
+    assert run.returncode == 0, run.stderr
+    assert not STARTED.search(run.stderr), "the run started a server beside the one started early"
+    assert FORKED.search(run.stderr).group(2) == str(server)
+    # Listening, the server removed its `.starting` file: nothing waits on a server that is up.
+    (pid_file,) = [p for p in WARM_DIR.glob("*.pid") if p.read_text().strip() == str(server)]
+    assert not pid_file.with_suffix(".starting").exists()

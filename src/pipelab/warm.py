@@ -6,7 +6,9 @@ With warm start, `stages/sweep_task.py` asks a server for a process instead:
 
 - the first stage starts the server (`warm: starting ...`): a process of its own session that imports the
   libraries of PRELOAD once, then listens on a Unix socket in the temp folder, named after the repo, the
-  interpreter and the environment;
+  interpreter and the environment. The DAG's `fetch` stage starts it early (:func:`start_early`), with the run
+  stages' environment, so that the imports overlap its own work; a stage that finds the server still importing
+  waits for it;
 - each stage connects, hands over its stdin/stdout/stderr (SCM_RIGHTS), argv, working folder and environment;
   the server forks, and the child runs the stage script as `__main__` exactly as `python <script> <args>`
   would (its own output, exit code, signals forwarded by the client); the client exits with the child's code;
@@ -84,7 +86,7 @@ def run_warm(root: Path) -> int | None:
         for _attempt in range(2):  # a stale server refuses once and makes way for a fresh one
             with open(paths["lock"], "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # one client starts the server; the others wait for it
-                conn = _connect(paths["sock"]) or _start_server(paths, env)
+                conn = _connect(paths["sock"]) or _await_server(paths, _starting(paths) or _spawn(paths, env))
             if conn is None:
                 return None
             reply = _request(conn, argv, os.getcwd(), env)
@@ -99,6 +101,29 @@ def run_warm(root: Path) -> int | None:
     return None
 
 
+def start_early(root: Path, env: dict[str, str]) -> None:
+    """Start the server that stages with environment `env` will use, and return without waiting for it.
+
+    The DAG's fetch stage calls it with the run stages' environment: the server's imports (~9 s) then overlap
+    fetch's own work instead of delaying the first run stage. Nothing happens when warm start is off or such a
+    server runs or is starting already.
+    """
+    if _in_child or os.environ.get(ENV_SWITCH, "").lower() in ("off", "0", "false", "no"):
+        return
+    paths = _paths(root, env)
+    try:
+        paths["dir"].mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(paths["lock"], "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            conn = _connect(paths["sock"])
+            if conn is not None:
+                conn.close()
+            elif _starting(paths) is None:
+                _spawn(paths, env)
+    except OSError as exc:
+        print(f"warm: {exc}; the run stages will start their server themselves", file=sys.stderr, flush=True)
+
+
 def _paths(root: Path, env: dict[str, str]) -> dict[str, Path]:
     identity = {k: v for k, v in env.items() if k not in VOLATILE_ENV}
     key = hashlib.sha256(
@@ -110,6 +135,7 @@ def _paths(root: Path, env: dict[str, str]) -> dict[str, Path]:
         "sock": folder / f"{key}.sock",
         "lock": folder / f"{key}.lock",
         "log": folder / f"{key}.log",
+        "starting": folder / f"{key}.starting",  # the pid of a server still importing, written by its starter
     }
 
 
@@ -123,7 +149,8 @@ def _connect(path: Path) -> socket.socket | None:
         return None
 
 
-def _start_server(paths: dict[str, Path], env: dict[str, str]) -> socket.socket | None:
+def _spawn(paths: dict[str, Path], env: dict[str, str]) -> int:
+    """Start a server for `env` (its pid in the `.starting` file until it listens); return its pid."""
     paths["sock"].unlink(missing_ok=True)  # a server that died left its socket file
     with open(paths["log"], "ab") as log:
         server = subprocess.Popen(
@@ -140,6 +167,7 @@ def _start_server(paths: dict[str, Path], env: dict[str, str]) -> socket.socket 
             start_new_session=True,  # not in the stage's process group: DVC's Ctrl-C reaches the stage, not it
             close_fds=True,
         )
+    paths["starting"].write_text(f"{server.pid}\n")
     print(
         f"warm: starting a server (pid {server.pid}) that imports torch, transformers and mlflow once; "
         f"later stages fork from it. It exits after {_idle_s():.0f} s idle; {ENV_SWITCH}=off runs each stage "
@@ -147,14 +175,41 @@ def _start_server(paths: dict[str, Path], env: dict[str, str]) -> socket.socket 
         file=sys.stderr,
         flush=True,
     )
+    return server.pid
+
+
+def _starting(paths: dict[str, Path]) -> int | None:
+    """The pid of a server that was started and may still be importing, if that process is alive."""
+    try:
+        pid = int(paths["starting"].read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # our own child that exited is a zombie until reaped: reap it, it is gone
+        return os.waitpid(pid, os.WNOHANG)[0] == 0
+    except ChildProcessError:  # not our child (started by another stage): alive, as kill(0) said
+        return True
+
+
+def _await_server(paths: dict[str, Path], pid: int) -> socket.socket | None:
+    """Connect to server `pid` once it listens; None if it exits first or takes longer than START_TIMEOUT_S."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
-        if server.poll() is not None:
-            print(f"warm: the server exited ({server.returncode}); see {paths['log']}. Running here.", file=sys.stderr)
-            return None
         conn = _connect(paths["sock"])
         if conn is not None:
             return conn
+        if not _alive(pid):
+            print(f"warm: the server (pid {pid}) exited; see {paths['log']}. Running here.", file=sys.stderr)
+            return None
         time.sleep(0.05)
     print(f"warm: no server after {START_TIMEOUT_S:.0f} s; running here", file=sys.stderr, flush=True)
     return None
@@ -260,6 +315,9 @@ def serve(sock_path: str) -> None:
     listener.listen(16)
     pid_file = path.with_suffix(".pid")
     pid_file.write_text(f"{os.getpid()}\n")
+    starting = path.with_suffix(".starting")  # listening now: no longer a server that stages wait for
+    if starting.is_file() and starting.read_text().strip() == str(os.getpid()):
+        starting.unlink(missing_ok=True)
     inode = path.stat().st_ino
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)

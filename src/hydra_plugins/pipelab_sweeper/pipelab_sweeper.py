@@ -23,7 +23,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 # Configs kept between the check and the launch: a batch larger than this composes its later jobs twice, as the
-# basic sweeper does, rather than hold them all (one composed config is ~0.3 MB of OmegaConf nodes).
+# basic sweeper does, rather than hold them all (one composed config is ~0.4 MB of OmegaConf nodes).
 KEEP = 256
 
 

@@ -530,6 +530,26 @@ def test_one_process_stage_gives_the_records_of_the_sweeps_typed_one_by_one(dag)
     assert _sweep_runs(f"sqlite:///{repo / 'mlflow.db'}") == _sweep_runs(uri)
 
 
+def test_only_the_selected_profiles_protocol_and_threads_are_run_stage_params(dag):
+    repo = dag["repo"]
+    path = repo / "params.yaml"
+    original = path.read_text()
+    params = yaml.safe_load(original)
+    assert params["profile"] == "tiny"
+    try:
+        params["bench"]["hub"]["min_duration_s"] = 5.0
+        params["threads"]["hub"] = 2
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+        assert "Data and pipelines are up to date." in _dvc(["status"], repo).stdout  # the hub grid's, not this one's
+        params["bench"]["tiny"]["min_iterations"] = 3
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+        status = _dvc(["status"], repo).stdout
+        assert all(f"run@{task}:" in status for task in TASKS) and "bench.tiny" in status
+    finally:
+        path.write_text(original)
+    assert "Data and pipelines are up to date." in _dvc(["status"], repo).stdout
+
+
 @pytest.mark.slow
 def test_editing_one_task_config_reruns_only_that_task_and_aggregate(dag):
     repo = dag["repo"]

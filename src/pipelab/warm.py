@@ -76,7 +76,7 @@ def run_warm(root: Path) -> int | None:
 
     None when warm start is off, in the warm child itself, or when no server could serve (said on stderr).
     """
-    if _in_child or os.environ.get(ENV_SWITCH, "").lower() in ("off", "0", "false", "no"):
+    if _in_child or _switched_off():
         return None
     env = dict(os.environ)
     argv = [os.path.abspath(sys.argv[0]), *sys.argv[1:]]
@@ -108,7 +108,7 @@ def start_early(root: Path, env: dict[str, str]) -> None:
     fetch's own work instead of delaying the first run stage. Nothing happens when warm start is off or such a
     server runs or is starting already.
     """
-    if _in_child or os.environ.get(ENV_SWITCH, "").lower() in ("off", "0", "false", "no"):
+    if _in_child or _switched_off():
         return
     paths = _paths(root, env)
     try:
@@ -124,6 +124,15 @@ def start_early(root: Path, env: dict[str, str]) -> None:
         print(f"warm: {exc}; the run stages will start their server themselves", file=sys.stderr, flush=True)
 
 
+def _switched_off() -> bool:
+    return os.environ.get(ENV_SWITCH, "").lower() in ("off", "0", "false", "no")
+
+
+def _starting_file(sock: Path) -> Path:
+    """Where a server's starter leaves its pid until the server listens (the server removes it then)."""
+    return sock.with_suffix(".starting")
+
+
 def _paths(root: Path, env: dict[str, str]) -> dict[str, Path]:
     identity = {k: v for k, v in env.items() if k not in VOLATILE_ENV}
     key = hashlib.sha256(
@@ -135,7 +144,6 @@ def _paths(root: Path, env: dict[str, str]) -> dict[str, Path]:
         "sock": folder / f"{key}.sock",
         "lock": folder / f"{key}.lock",
         "log": folder / f"{key}.log",
-        "starting": folder / f"{key}.starting",  # the pid of a server still importing, written by its starter
     }
 
 
@@ -167,7 +175,7 @@ def _spawn(paths: dict[str, Path], env: dict[str, str]) -> int:
             start_new_session=True,  # not in the stage's process group: DVC's Ctrl-C reaches the stage, not it
             close_fds=True,
         )
-    paths["starting"].write_text(f"{server.pid}\n")
+    _starting_file(paths["sock"]).write_text(f"{server.pid}\n")
     print(
         f"warm: starting a server (pid {server.pid}) that imports torch, transformers and mlflow once; "
         f"later stages fork from it. It exits after {_idle_s():.0f} s idle; {ENV_SWITCH}=off runs each stage "
@@ -181,7 +189,7 @@ def _spawn(paths: dict[str, Path], env: dict[str, str]) -> int:
 def _starting(paths: dict[str, Path]) -> int | None:
     """The pid of a server that was started and may still be importing, if that process is alive."""
     try:
-        pid = int(paths["starting"].read_text())
+        pid = int(_starting_file(paths["sock"]).read_text())
     except (OSError, ValueError):
         return None
     return pid if _alive(pid) else None
@@ -315,7 +323,7 @@ def serve(sock_path: str) -> None:
     listener.listen(16)
     pid_file = path.with_suffix(".pid")
     pid_file.write_text(f"{os.getpid()}\n")
-    starting = path.with_suffix(".starting")  # listening now: no longer a server that stages wait for
+    starting = _starting_file(path)  # listening now: no longer a server that stages wait for
     if starting.is_file() and starting.read_text().strip() == str(os.getpid()):
         starting.unlink(missing_ok=True)
     inode = path.stat().st_ino

@@ -270,7 +270,11 @@ def register_schema() -> None:
 
     from pipelab.launchers import register_launcher_schemas
 
-    ConfigStore.instance().store(name="pipelab_schema", node=PipelabConfig)
+    store = ConfigStore.instance()
+    # Storing converts the dataclasses to a config (~30 ms); Hydra hands out deep copies, so once per process is
+    # enough (fetch composes ~40 configs).
+    if "pipelab_schema.yaml" not in store.repo:
+        store.store(name="pipelab_schema", node=PipelabConfig)
     register_launcher_schemas(conf_dir(Path(__file__).resolve().parents[2]))  # src/pipelab/ -> the repo root
 
 

@@ -9,16 +9,19 @@ input files the fetch stage must provide, so that list is never written twice. I
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import os
+import threading
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pipelab.config import ConfigError, group_choices
+from pipelab.config import BenchSchema, ConfigError, group_choices
 
-BENCH_KEYS = ("warmup", "min_iterations", "min_duration_s")
+# The latency protocol params.yaml sets per profile: every bench setting but batch_size, which ablations sweep.
+BENCH_KEYS = tuple(f.name for f in fields(BenchSchema) if f.name != "batch_size")
 COURSE = "course"  # the label of a task's first sweep: its cases with the course default settings
 
 
@@ -197,9 +200,30 @@ def fetch_plan(root: Path, params: DagParams, device: str) -> FetchPlan:
     """Every model and asset any job of the DAG uses, found by composing the jobs' configs.
 
     `device` decides what model=auto means (the ASR default is a larger Whisper on CUDA), as in the runner.
+    The sweeps are composed by one forked process per core (a composition is ~0.25 s of CPU, the tiny grid has
+    ~40), unless another thread runs here (it could hold a lock across the fork): then one by one.
     """
+    sweeps = [sweep for task in params.tasks for sweep in task_sweeps(params, task)]
+    jobs = [(root, sweep, device) for sweep in sweeps]
+    workers = min(len(jobs), len(os.sched_getaffinity(0)))
+    if workers > 1 and threading.active_count() == 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            found = list(pool.map(_sweep_needs, jobs))
+    else:
+        found = [_sweep_needs(job) for job in jobs]
+    models = set().union(*(needed for needed, _ in found))
+    assets = {key: spec for _, given in found for key, spec in given.items()}
+    return FetchPlan(params.profile, tuple(sorted(models)), dict(sorted(assets.items())))
+
+
+def _sweep_needs(job: tuple[Path, Sweep, str]) -> tuple[set[str], dict[str, dict[str, Any]]]:
+    """The model names and "<task>/<asset>" specs of every job of one sweep."""
     from pipelab.models import resolve_model
 
+    root, sweep, device = job
     models: set[str] = set()
     assets: dict[str, dict[str, Any]] = {}
 
@@ -209,17 +233,15 @@ def fetch_plan(root: Path, params: DagParams, device: str) -> FetchPlan:
         for name, spec in (OmegaConf.to_container(cfg.task.assets, resolve=True) or {}).items():
             assets[f"{cfg.task.name}/{name}"] = spec
 
-    for task in params.tasks:
-        for sweep in task_sweeps(params, task):
-            base = compose(root, sweep.overrides, with_hydra=True)
-            axes = sweep_axes(base)
-            with open_dict(base):
-                del base["hydra"]
-            collect(base)
-            for point in itertools.product(*axes):
-                chosen = [o.split("=", 1)[1] for o in point if o.startswith("model=")]
-                if "auto" not in chosen and all(o.startswith((*_INERT_PREFIXES, "model=")) for o in point):
-                    models.update(chosen)  # a model group choice is the name of its conf/model file
-                else:
-                    collect(compose(root, (*sweep.overrides, *point)))
-    return FetchPlan(params.profile, tuple(sorted(models)), dict(sorted(assets.items())))
+    base = compose(root, sweep.overrides, with_hydra=True)
+    axes = sweep_axes(base)
+    with open_dict(base):
+        del base["hydra"]
+    collect(base)
+    for point in itertools.product(*axes):
+        chosen = [o.split("=", 1)[1] for o in point if o.startswith("model=")]
+        if "auto" not in chosen and all(o.startswith((*_INERT_PREFIXES, "model=")) for o in point):
+            models.update(chosen)  # a model group choice is the name of its conf/model file
+        else:
+            collect(compose(root, (*sweep.overrides, *point)))
+    return models, assets

@@ -12,7 +12,7 @@ at this checkout, whose working tree may differ), exactly as a user types the co
 - ``noop``: ``dvc repro`` right after, which runs nothing;
 - ``multirun``: ``python stages/run.py -m task=<every task> profile=tiny``;
 - ``hub``: ``dvc repro`` on the default profile hub against ``tests/hub_server.py`` (stand-ins of every pin),
-  with the latency protocol shortened as tests/test_hub_dag.py does (0 warm-up, 2 timed calls, one thread).
+  with the latency protocol shortened to the tiny one as tests/test_hub_dag.py does, and one thread.
 
 The model loads of each DVC stage come from the stage's last line (``N model loads, M cache hits``).
 Nothing else should run meanwhile: the figures are wall-clock times on a 2-core machine.
@@ -115,7 +115,7 @@ def multirun(base: Path, tiny_cache: Path | None) -> dict:
 def hub(base: Path) -> dict:
     repo = _clone(base / "hub")
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["bench"]["hub"] = {"warmup": 0, "min_iterations": 2, "min_duration_s": 0.0}
+    params["bench"]["hub"] = dict(params["bench"]["tiny"])
     params["threads"]["hub"] = 1
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(

@@ -31,7 +31,7 @@ def hub_dag(tmp_path_factory: pytest.TempPathFactory) -> dict:
     def short_bench(repo: Path) -> None:
         params = yaml.safe_load((repo / "params.yaml").read_text())
         assert params["profile"] == "hub"  # the default a user gets
-        params["bench"]["hub"] = {"warmup": 0, "min_iterations": 2, "min_duration_s": 0.0}
+        params["bench"]["hub"] = dict(params["bench"]["tiny"])
         params["threads"]["hub"] = 1
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 

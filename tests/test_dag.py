@@ -25,7 +25,16 @@ import pytest
 import yaml
 from conftest import WARM_STARTED, note_warm_servers
 
-from pipelab.dag import FetchPlan, check_sweep, fetch_plan, load_params, run_environment, sweep_points, task_sweeps
+from pipelab.dag import (
+    BENCH_KEYS,
+    FetchPlan,
+    check_sweep,
+    fetch_plan,
+    load_params,
+    run_environment,
+    sweep_points,
+    task_sweeps,
+)
 from pipelab.records import iter_records
 from pipelab.runner import DONE_STATUSES
 from pipelab.tasks import TASK_NAMES as TASKS
@@ -75,7 +84,8 @@ def test_task_sweeps_pass_the_dag_params_as_hydra_overrides():
     assert [s.label for s in sweeps] == ["course", *params.tasks["text-generation"]]
     course = sweeps[0].overrides
     assert "task=text-generation" in course and f"profile={params.profile}" in course
-    assert f"bench.warmup={params.bench['warmup']}" in course
+    assert [o for o in course if o.startswith("bench.")] == [f"bench.{key}={params.bench[key]}" for key in BENCH_KEYS]
+    assert set(BENCH_KEYS) == {"warmup", "min_iterations", "min_duration_s", "stage_calls"}  # not batch_size: an axis
     assert all(not o.startswith("ablation=") for o in course)
     assert sweeps[1].overrides[-1] == f"ablation={params.tasks['text-generation'][0]}"
 
@@ -229,6 +239,37 @@ def test_fetch_plan_holds_every_model_an_ablation_sweeps():
         assert name in plan.models
     assert "whisper-large-v3" not in plan.models  # the GPU default of ASR: not on a CPU machine
     assert {"image-classification/cat", "automatic-speech-recognition/mlk"} <= set(plan.assets)
+
+
+FETCH_PLAN_FORKED = """import json, os, sys
+from pathlib import Path
+import pipelab.dag as dag
+root, seen = Path.cwd(), Path(sys.argv[1])
+composing = dag._sweep_needs
+def needs(job):  # forked workers find this by name in the module, as patched before the fork
+    with seen.open("a") as out:
+        out.write(f"{os.getpid()}\\n")
+    return composing(job)
+dag._sweep_needs = needs
+plan = dag.fetch_plan(root, dag.load_params(root / "params.yaml", root), "cpu")
+print(json.dumps({"pid": os.getpid(), "models": plan.models, "assets": plan.assets}))"""
+
+
+@pytest.mark.slow
+def test_fetch_plan_composed_by_a_process_per_core_is_the_serial_one(tmp_path, monkeypatch):
+    seen = tmp_path / "pids"
+    done = subprocess.run(
+        [sys.executable, "-c", FETCH_PLAN_FORKED, str(seen)], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    forked = json.loads(done.stdout.splitlines()[-1])
+    pids = set(seen.read_text().split())
+    cores = len(os.sched_getaffinity(0))
+    if cores > 1:  # forked workers (one thread in that process: nothing holds a lock); 30 sweeps: each gets some
+        assert str(forked["pid"]) not in pids and 1 < len(pids) <= cores
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})  # one core: composed here, one by one
+    serial = fetch_plan(ROOT, load_params(ROOT / "params.yaml", ROOT), "cpu")
+    assert forked["models"] == list(serial.models) and forked["assets"] == serial.assets
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -9,8 +9,6 @@ input files the fetch stage must provide, so that list is never written twice. I
 from __future__ import annotations
 
 import itertools
-import os
-import threading
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pipelab.config import BenchSchema, ConfigError, group_choices
+from pipelab.forked import fork_map
 
 # The latency protocol params.yaml sets per profile: every bench setting but batch_size, which ablations sweep.
 BENCH_KEYS = tuple(f.name for f in fields(BenchSchema) if f.name != "batch_size")
@@ -200,20 +199,12 @@ def fetch_plan(root: Path, params: DagParams, device: str) -> FetchPlan:
     """Every model and asset any job of the DAG uses, found by composing the jobs' configs.
 
     `device` decides what model=auto means (the ASR default is a larger Whisper on CUDA), as in the runner.
-    The sweeps are composed by one forked process per core (a composition is ~0.25 s of CPU, the tiny grid has
-    ~40), unless another thread runs here (it could hold a lock across the fork): then one by one.
+    The sweeps are composed by one forked process per core where that is safe (`fork_map`): a composition is
+    ~0.25 s of CPU, and the tiny grid has ~40.
     """
-    sweeps = [sweep for task in params.tasks for sweep in task_sweeps(params, task)]
-    jobs = [(root, sweep, device) for sweep in sweeps]
-    workers = min(len(jobs), len(os.sched_getaffinity(0)))
-    if workers > 1 and threading.active_count() == 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            found = list(pool.map(_sweep_needs, jobs))
-    else:
-        found = [_sweep_needs(job) for job in jobs]
+    found = fork_map(
+        _sweep_needs, [(root, sweep, device) for task in params.tasks for sweep in task_sweeps(params, task)]
+    )
     models = set().union(*(needed for needed, _ in found))
     assets = {key: spec for _, given in found for key, spec in given.items()}
     return FetchPlan(params.profile, tuple(sorted(models)), dict(sorted(assets.items())))

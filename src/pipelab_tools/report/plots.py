@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 from typing import Any
 
+from pipelab.forked import fork_map
 from pipelab_tools.report.runs import (
     STAGE_TIMES,
     Ablation,
@@ -152,7 +152,7 @@ def write_pngs(runs: list[Run], groups: list[Ablation], plot_dir: Path) -> dict[
     """Every PNG there is data for, keyed as comparison.md links them: "latency", "stages" and "<task>/<ablation>".
 
     A batch-size ablation gets the batch-scaling figure (batch_scaling_<task>_<ablation>.png), any other
-    ablation one panel per metric (ablation_<task>_<ablation>.png). Figures are drawn by one process per core
+    ablation one panel per metric (ablation_<task>_<ablation>.png). Figures are drawn by one forked process per core
     (matplotlib takes ~0.15 s a panel: the course grid's 21 figures took 23 s in one process).
     """
     plot_dir.mkdir(parents=True, exist_ok=True)
@@ -164,25 +164,9 @@ def write_pngs(runs: list[Run], groups: list[Ablation], plot_dir: Path) -> dict[
         is_batch = group.axis == "batch_size"
         path = plot_dir / f"{'batch_scaling' if is_batch else 'ablation'}_{slug(group.task)}_{slug(group.name)}.png"
         jobs.append((f"{group.task}/{group.name}", plot_batch_scaling if is_batch else plot_ablation, group, path))
-    workers = min(len(jobs), len(os.sched_getaffinity(0)))
-    if workers > 1 and _single_threaded():
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        _pyplot()  # imported before the fork: the workers import nothing
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            drawn = list(pool.map(_draw, [(plot, data, path) for _, plot, data, path in jobs]))
-    else:
-        drawn = [_draw((plot, data, path)) for _, plot, data, path in jobs]
+    _pyplot()  # imported before any fork: the workers import nothing
+    drawn = fork_map(_draw, [(plot, data, path) for _, plot, data, path in jobs])
     return {key: path for (key, _, _, path), done in zip(jobs, drawn, strict=True) if done}
-
-
-def _single_threaded() -> bool:
-    """No other Python thread (MLflow's, a server's) that could hold a lock across the fork: the aggregate stage.
-    Native pools (OpenBLAS's, started by numpy's import) re-initialise in a forked child, as DataLoader relies on."""
-    import threading
-
-    return threading.active_count() == 1
 
 
 def _draw(job: tuple[Any, Any, Path]) -> bool:

@@ -29,6 +29,7 @@ from pipelab.dag import (
     BENCH_KEYS,
     FetchPlan,
     check_sweep,
+    compose,
     fetch_plan,
     load_params,
     run_environment,
@@ -88,6 +89,13 @@ def test_task_sweeps_pass_the_dag_params_as_hydra_overrides():
     assert set(BENCH_KEYS) == {"warmup", "min_iterations", "min_duration_s", "stage_calls"}  # not batch_size: an axis
     assert all(not o.startswith("ablation=") for o in course)
     assert sweeps[1].overrides[-1] == f"ablation={params.tasks['text-generation'][0]}"
+
+
+def test_the_tiny_dag_protocol_is_the_tiny_profiles_own():
+    """params.yaml's bench.tiny and conf/profile/tiny.yaml say the same protocol (README: DAG and profile alike)."""
+    params = load_params(ROOT / "params.yaml", ROOT, profile="tiny")
+    cfg = compose(ROOT, ["profile=tiny"])
+    assert {key: cfg.bench[key] for key in BENCH_KEYS} == params.bench
 
 
 def test_load_params_rejects_unknown_tasks_ablations_and_profiles(tmp_path):

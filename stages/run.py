@@ -20,6 +20,15 @@ from omegaconf import DictConfig
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PIPELAB_ROOT", str(ROOT))
 
+if __name__ == "__main__":
+    from pipelab.warm import run_warm
+
+    # This command again, in a process forked from a server that imported torch, transformers and MLflow once
+    # (pipelab.warm): the next command within a minute starts at once. PIPELAB_WARM=off runs it here.
+    _code = run_warm(ROOT)
+    if _code is not None:
+        sys.exit(_code)
+
 from pipelab.config import register_schema  # noqa: E402
 from pipelab.errors import USER_ERRORS  # noqa: E402
 

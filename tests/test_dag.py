@@ -550,7 +550,7 @@ def test_one_process_stage_gives_the_records_of_the_sweeps_typed_one_by_one(dag)
             [sys.executable, "stages/run.py", *args],
             cwd=repo,
             # the store through the environment, so the configs (and the sweeps' names) keep tracking.uri unset
-            env=run_environment(params, _env(repo, None)) | {"MLFLOW_TRACKING_URI": uri},
+            env=run_environment(params, _env(repo, None)) | {"MLFLOW_TRACKING_URI": uri, "PIPELAB_WARM": "off"},
             capture_output=True,
             text=True,
             timeout=900,

@@ -34,6 +34,7 @@ def isolated(tmp_path: Path, data_dir: Path) -> list[str]:
 def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELAB_", "MLFLOW_"))}
     env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}, **extra)
+    env.setdefault("PIPELAB_WARM", "off")  # a terminal of its own per command: the command's own process
     return env
 
 

@@ -47,7 +47,8 @@ def sweep(tmp_path, data_dir, name: str, *overrides: str) -> subprocess.Complete
         f"hydra.sweep.dir={tmp_path / name / 'multirun'}",
         *overrides,
     ]
-    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PATH": "/usr/bin:/bin"}
+    # PIPELAB_WARM=off: the counting patch must be in the process that composes
+    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PATH": "/usr/bin:/bin", "PIPELAB_WARM": "off"}
     return subprocess.run(
         [sys.executable, "-c", COUNTING_RUN, str(ROOT / "stages" / "run.py"), *args],
         cwd=ROOT,

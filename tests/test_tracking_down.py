@@ -159,6 +159,7 @@ def test_records_kept_while_the_server_is_down_are_logged_once_by_sync(tmp_path,
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELAB_", "MLFLOW_"))}
         env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
         env["OMP_NUM_THREADS"] = "1"  # tiny models on a shared 2-core machine: what the DAG does
+        env["PIPELAB_WARM"] = "off"  # the sweep's own process, stopped mid-way below
         overrides = [*isolated(mid, shared_data_dir, uri), "tracking.experiment=middle"]
         sweep = subprocess.Popen(
             [sys.executable, str(ROOT / "stages" / "run.py"), *args, *overrides],

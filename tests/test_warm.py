@@ -185,3 +185,68 @@ def test_a_server_started_early_serves_the_runs_that_come_while_it_imports(probe
     # Listening, the server removed its `.starting` file: nothing waits on a server that is up.
     (pid_file,) = [p for p in WARM_DIR.glob("*.pid") if p.read_text().strip() == str(server)]
     assert not pid_file.with_suffix(".starting").exists()
+
+
+@pytest.mark.slow
+def test_a_typed_run_forks_from_the_server_the_previous_run_started(tmp_path, shared_data_dir):
+    """`python stages/run.py ...` as a user types it twice: the first starts the server and runs in its child, the
+    second forks at once; both write the record the command writes on its own (PIPELAB_WARM=off)."""
+    from pipelab.records import iter_records
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELAB_", "MLFLOW_"))}
+    env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PIPELAB_WARM_IDLE_S": "60"})
+    env["PIPELAB_TEST_SERVER"] = str(tmp_path)  # read by nothing: a server of this test's own (its identity)
+    servers: list[int] = []
+
+    def run(name: str, **extra: str) -> subprocess.CompletedProcess:
+        args = ["task=fill-mask", "profile=tiny", "tracking.enabled=false", "bench.warmup=0"]
+        args += ["bench.min_iterations=1", "bench.min_duration_s=0", f"data_dir={shared_data_dir}"]
+        args += [f"results_dir={tmp_path / name}", f"hydra.run.dir={tmp_path / name / 'outputs'}"]
+        done = subprocess.run(
+            [sys.executable, str(root / "stages" / "run.py"), *args],
+            cwd=tmp_path,
+            env=env | extra,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        servers.extend(int(pid) for pid in STARTED.findall(done.stderr))
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    def content(name: str) -> dict:
+        ((_, record),) = iter_records(tmp_path / name)
+        keep = ("task", "model", "status", "profile", "config")
+        found = {key: record[key] for key in keep} | {"outputs": [c["output"] for c in record["cases"]]}
+        assert found["config"].pop("results_dir") == str(tmp_path / name)  # the one override that differs
+        return found
+
+    try:
+        first = run("first")
+        (server,) = servers
+        assert FORKED.search(first.stderr).group(2) == str(server)
+        second = run("second")
+        assert not STARTED.search(second.stderr), "the second command started a server instead of forking"
+        child, parent = FORKED.search(second.stderr).groups()
+        assert int(parent) == server and int(child) != server
+        run("cold", PIPELAB_WARM="off")
+        assert content("first") == content("second") == content("cold")
+    finally:
+        for pid in servers:
+            os.kill(pid, signal.SIGTERM)
+
+
+def test_a_process_that_found_no_server_runs_its_in_process_scripts_itself(tmp_path):
+    """stages/sweep_task.py runs stages/run.py in-process once per sweep: when the warm path failed for the stage,
+    those runs must not each try again (and wait for a server) before running."""
+    (tmp_path / f"pipelab-warm-{os.getuid()}").write_text("")  # a file where the servers' folder would be
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELAB_")} | {"TMPDIR": str(tmp_path)}
+    code = (
+        "import sys; from pathlib import Path; from pipelab.warm import run_warm; "
+        "print(run_warm(Path('.')), run_warm(Path('.')), 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None", "None", "False"]
+    assert done.stderr.count("running here") == 1, done.stderr

@@ -1,25 +1,26 @@
-"""Warm start: the DAG's stage processes are forked from one server that imported torch, transformers and MLflow.
+"""Warm start: runs and the DAG's stages are forked from one server that imported torch, transformers and MLflow.
 
-A DVC stage is a new Python process, and each used to pay ~9 s (quiet 2-core machine; 15-20 s under load) of
-`import torch`, `from transformers import pipeline` and `import mlflow` before its first run, once per task.
-With warm start, `stages/sweep_task.py` asks a server for a process instead:
+A Python process that runs pipelab used to pay ~9 s (quiet 2-core machine; 15-20 s under load) of `import torch`,
+`from transformers import pipeline` and `import mlflow` before its first run: once per DVC stage, and once per
+command a user types. With warm start, `stages/run.py` and `stages/sweep_task.py` ask a server for a process
+instead:
 
-- the first stage starts the server (`warm: starting ...`): a process of its own session that imports the
+- the first command starts the server (`warm: starting ...`): a process of its own session that imports the
   libraries of PRELOAD once, then listens on a Unix socket in the temp folder, named after the repo, the
   interpreter and the environment. The DAG's `fetch` stage starts it early (:func:`start_early`), with the run
-  stages' environment, so that the imports overlap its own work; a stage that finds the server still importing
-  waits for it;
-- each stage connects, hands over its stdin/stdout/stderr (SCM_RIGHTS), argv, working folder and environment;
-  the server forks, and the child runs the stage script as `__main__` exactly as `python <script> <args>`
+  stages' environment, so that the imports overlap its own work; a command that finds the server still
+  importing waits for it;
+- each command connects, hands over its stdin/stdout/stderr (SCM_RIGHTS), argv, working folder and environment;
+  the server forks, and the child runs the script as `__main__` exactly as `python <script> <args>`
   would (its own output, exit code, signals forwarded by the client); the client exits with the child's code;
-- the server exits after IDLE_S without a stage (`PIPELAB_WARM_IDLE_S`), when a file of any module it imported
-  changed (a `pip install`, an edit: the next stage starts a fresh server), or on SIGTERM (its pid is in
+- the server exits after IDLE_S without a command (`PIPELAB_WARM_IDLE_S`), when a file of any module it imported
+  changed (a `pip install`, an edit: the next command starts a fresh server), or on SIGTERM (its pid is in
   `<socket>.pid`).
 
 No torch operation runs in the server before a fork (its thread pools start in the children), and the pipelab
-modules a stage runs are imported by the child, from the files as they are then. Anything that stops the warm
-path (no server after START_TIMEOUT_S, a refusal) runs the stage in the calling process, as before.
-`PIPELAB_WARM=off` turns warm start off.
+modules a command runs are imported by the child, from the files as they are then. Anything that stops the warm
+path (no server after START_TIMEOUT_S, a refusal) runs the script in the calling process, as before, and so do
+the scripts that process then runs in-process. `PIPELAB_WARM=off` turns warm start off.
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-ENV_SWITCH = "PIPELAB_WARM"  # off: every stage imports its own libraries
+ENV_SWITCH = "PIPELAB_WARM"  # off: every command and stage imports its own libraries
 ENV_IDLE = "PIPELAB_WARM_IDLE_S"
-IDLE_S = 60.0  # long enough to bridge DVC's work between two stages (~5 s), short enough not to linger
+IDLE_S = 60.0  # bridges DVC's work between two stages (~5 s) and a look at one run's output; does not linger
 START_TIMEOUT_S = 300.0  # the imports take ~9 s quiet, a minute on a loaded machine
 # What a run imports that costs seconds (python -X importtime, quiet): transformers' pipeline 5.7 s over
 # torch's 2.7 s, mlflow with its SQL store 4.2 s. Hydra and OmegaConf come with them.
@@ -63,7 +64,9 @@ VOLATILE_ENV = ("DVC_STAGE", "_", "PWD", "OLDPWD", "SHLVL")
 
 SERVER_MAIN = "import sys; from pipelab.warm import serve; serve(sys.argv[1])"  # this module, not a __main__ copy
 
-_in_child = False  # set in a forked child: its script must run there, not ask the server again
+# Set in a forked child, or once this process chose to run its script itself: the scripts it runs in-process
+# (stages/sweep_task.py runs stages/run.py once per sweep) run here too, instead of asking a server again.
+_in_child = False
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -88,7 +91,7 @@ def run_warm(root: Path) -> int | None:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # one client starts the server; the others wait for it
                 conn = _connect(paths["sock"]) or _await_server(paths, _starting(paths) or _spawn(paths, env))
             if conn is None:
-                return None
+                return _run_here()
             reply = _request(conn, argv, os.getcwd(), env)
             if not reply.get("refused"):
                 return _wait_for_child(conn, int(reply["pid"]), reply)
@@ -96,8 +99,14 @@ def run_warm(root: Path) -> int | None:
             print(f"warm: the server refused: {reply['refused']}", file=sys.stderr, flush=True)
     except OSError as exc:
         print(f"warm: {exc}; running here", file=sys.stderr, flush=True)
-        return None
+        return _run_here()
     print("warm: no server would run it; running here", file=sys.stderr, flush=True)
+    return _run_here()
+
+
+def _run_here() -> None:
+    global _in_child
+    _in_child = True
     return None
 
 
@@ -178,7 +187,7 @@ def _spawn(paths: dict[str, Path], env: dict[str, str]) -> int:
     _starting_file(paths["sock"]).write_text(f"{server.pid}\n")
     print(
         f"warm: starting a server (pid {server.pid}) that imports torch, transformers and mlflow once; "
-        f"later stages fork from it. It exits after {_idle_s():.0f} s idle; {ENV_SWITCH}=off runs each stage "
+        f"later runs fork from it. It exits after {_idle_s():.0f} s idle; {ENV_SWITCH}=off runs each command "
         f"on its own. Log: {paths['log']}",
         file=sys.stderr,
         flush=True,

@@ -19,23 +19,27 @@ from hydra_plugins.pipelab_sweeper.pipelab_sweeper import ComposedOnce
 COUNTING_RUN = """
 import runpy, sys
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
-real = ConfigLoaderImpl.load_sweep_config
-calls = []
+real, real_all = ConfigLoaderImpl.load_sweep_config, ConfigLoaderImpl.load_configuration
+calls, every = [], []
 def counted(self, *args, **kwargs):
     calls.append(args or kwargs)
     return real(self, *args, **kwargs)
+def counted_all(self, *args, **kwargs):
+    every.append(args or kwargs)
+    return real_all(self, *args, **kwargs)
 ConfigLoaderImpl.load_sweep_config = counted
+ConfigLoaderImpl.load_configuration = counted_all
 sys.argv = [sys.argv[1], *sys.argv[2:]]
 try:
     runpy.run_path(sys.argv[0], run_name="__main__")
 finally:
-    print(f"job configs composed: {len(calls)}", flush=True)
+    print(f"job configs composed: {len(calls)}; configs composed in all: {len(every)}", flush=True)
 """
 
 
-def sweep(tmp_path, data_dir, name: str, *overrides: str) -> subprocess.CompletedProcess:
+def sweep(tmp_path, data_dir, name: str, *overrides: str, flag: str = "-m") -> subprocess.CompletedProcess:
     args = [
-        "-m",
+        *([flag] if flag else []),
         "task=fill-mask",
         "profile=tiny",
         "tracking.enabled=false",
@@ -65,8 +69,10 @@ def test_a_sweep_composes_each_job_once_into_the_configs_of_hydras_basic_sweeper
     for result in (ours, basic):
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
         assert "3 jobs: 3 FINISHED" in result.stdout
-    assert "job configs composed: 3" in ours.stdout  # once per job
-    assert "job configs composed: 6" in basic.stdout  # Hydra's own: to check the batch, then to launch each job
+    # Once per job, plus the sweep's own config; Hydra's mode composition is skipped under -m (stages/run.py)
+    assert "job configs composed: 3; configs composed in all: 4" in ours.stdout
+    # Hydra's own sweeper: to check the batch, then to launch each job
+    assert "job configs composed: 6; configs composed in all: 7" in basic.stdout
     for job in ("0", "1", "2"):
         configs = [
             OmegaConf.load(tmp_path / name / "multirun" / job / ".hydra" / "config.yaml")
@@ -81,6 +87,27 @@ def test_a_sweep_composes_each_job_once_into_the_configs_of_hydras_basic_sweeper
             for name in ("pipelab", "basic")
         ]
         assert overrides[0].replace("/pipelab/", "/basic/") == overrides[1]
+        # A multirun, with hydra.mode=MULTIRUN among the Hydra overrides once: what Hydra's get_mode gives
+        hydra = OmegaConf.load(tmp_path / "pipelab" / "multirun" / job / ".hydra" / "hydra.yaml").hydra
+        assert hydra.mode == "MULTIRUN" and list(hydra.overrides.hydra).count("hydra.mode=MULTIRUN") == 1
+
+
+def test_no_config_sets_hydra_mode_so_a_multirun_need_not_compose_to_learn_it():
+    """stages/run.py skips Hydra's mode composition under -m: exact only while no config file sets hydra.mode."""
+    setting = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "conf").rglob("*.yaml"))
+        if "mode" in ((OmegaConf.load(path) or {}).get("hydra") or {})
+    ]
+    assert setting == []
+
+
+def test_hydra_mode_on_the_command_line_still_makes_a_multirun(tmp_path, shared_data_dir):
+    # Without -m, Hydra composes to learn the mode, as before: hydra.mode=MULTIRUN sweeps
+    result = sweep(tmp_path, shared_data_dir, "mode", "seed=1,2", "hydra.mode=MULTIRUN", flag="")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 jobs: 2 FINISHED" in result.stdout
+    assert "configs composed in all: 4" in result.stdout  # the mode's, the sweep's, one per job
 
 
 def test_a_job_that_does_not_compose_stops_the_sweep_before_any_job_runs(tmp_path, shared_data_dir):

@@ -33,10 +33,11 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> None:
+def _save(fig: Any, path: Path, *, laid_out: bool = False) -> None:
     # No "Software"/date metadata: the same records give byte-identical PNGs. A figure laid out by
-    # tight_layout already fits its labels: a "tight" bounding box would lay it out a second time (~20%).
-    fig.savefig(path, dpi=110, bbox_inches=None if fig.get_tight_layout() else "tight", metadata={"Software": None})
+    # fig.tight_layout() (`laid_out`) already fits its labels: a "tight" bounding box would lay it out a second
+    # time (~17% of its time). Asking the figure does not work: tight_layout() leaves no layout engine behind.
+    fig.savefig(path, dpi=110, bbox_inches=None if laid_out else "tight", metadata={"Software": None})
     _pyplot().close(fig)
 
 
@@ -118,7 +119,7 @@ def plot_ablation(ablation: Ablation, path: Path) -> bool:
         ax.set_visible(False)
     fig.suptitle(f"{ablation.task}: ablation {ablation.name}", fontsize=11)
     fig.tight_layout()
-    _save(fig, path)
+    _save(fig, path, laid_out=True)
     return True
 
 
@@ -144,7 +145,7 @@ def plot_batch_scaling(ablation: Ablation, path: Path) -> bool:
         ax.grid(alpha=0.3)
     fig.suptitle(f"{ablation.task}: batch scaling ({runs[0].model})", fontsize=11)
     fig.tight_layout()
-    _save(fig, path)
+    _save(fig, path, laid_out=True)
     return True
 
 

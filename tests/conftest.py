@@ -61,7 +61,9 @@ def run_cli(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELAB_", "MLFLOW_"))}
     # PIPELAB_WARM=off: each command imports its own libraries, as the tests' process-level checks (signals, exit
     # codes, counted processes) assume; tests/test_warm.py covers the warm path of stages/run.py.
-    env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "PIPELAB_WARM": "off"})
+    env.update(
+        {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "PIPELAB_WARM": "off"}
+    )
     env.update(env_extra or {})
     return subprocess.run(
         [sys.executable, str(ROOT / "stages" / "run.py"), *args],

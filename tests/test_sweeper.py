@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -17,23 +18,25 @@ from hydra_plugins.pipelab_sweeper.pipelab_sweeper import ComposedOnce
 
 # stages/run.py as a shell runs it, with Hydra's own loader counting the job configs it composes.
 COUNTING_RUN = """
-import runpy, sys
+import os, runpy, sys
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
-real, real_all = ConfigLoaderImpl.load_sweep_config, ConfigLoaderImpl.load_configuration
-calls, every = [], []
-def counted(self, *args, **kwargs):
-    calls.append(args or kwargs)
-    return real(self, *args, **kwargs)
-def counted_all(self, *args, **kwargs):
-    every.append(args or kwargs)
-    return real_all(self, *args, **kwargs)
-ConfigLoaderImpl.load_sweep_config = counted
-ConfigLoaderImpl.load_configuration = counted_all
+counts = os.environ["COUNTS"]  # a file: the sweeper composes its jobs in forked processes
+def counting(real, kind):
+    def counted(self, *args, **kwargs):
+        with open(counts, "a") as f:
+            f.write(f"{kind} {os.getpid()}\\n")
+        return real(self, *args, **kwargs)
+    return counted
+ConfigLoaderImpl.load_sweep_config = counting(ConfigLoaderImpl.load_sweep_config, "job")
+ConfigLoaderImpl.load_configuration = counting(ConfigLoaderImpl.load_configuration, "all")
 sys.argv = [sys.argv[1], *sys.argv[2:]]
 try:
     runpy.run_path(sys.argv[0], run_name="__main__")
 finally:
-    print(f"job configs composed: {len(calls)}; configs composed in all: {len(every)}", flush=True)
+    lines = [line.split() for line in open(counts)] if os.path.exists(counts) else []
+    jobs = [pid for kind, pid in lines if kind == "job"]
+    print(f"job configs composed: {len(jobs)}; configs composed in all: {sum(k == 'all' for k, _ in lines)}; "
+          f"jobs composed in {len(set(jobs) - {str(os.getpid())})} other processes", flush=True)
 """
 
 
@@ -53,6 +56,7 @@ def sweep(tmp_path, data_dir, name: str, *overrides: str, flag: str = "-m") -> s
     ]
     # PIPELAB_WARM=off: the counting patch must be in the process that composes
     env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PATH": "/usr/bin:/bin", "PIPELAB_WARM": "off"}
+    env["COUNTS"] = str(tmp_path / f"{name}-compositions.txt")
     return subprocess.run(
         [sys.executable, "-c", COUNTING_RUN, str(ROOT / "stages" / "run.py"), *args],
         cwd=ROOT,
@@ -69,10 +73,12 @@ def test_a_sweep_composes_each_job_once_into_the_configs_of_hydras_basic_sweeper
     for result in (ours, basic):
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
         assert "3 jobs: 3 FINISHED" in result.stdout
-    # Once per job, plus the sweep's own config; Hydra's mode composition is skipped under -m (stages/run.py)
-    assert "job configs composed: 3; configs composed in all: 4" in ours.stdout
-    # Hydra's own sweeper: to check the batch, then to launch each job
-    assert "job configs composed: 6; configs composed in all: 7" in basic.stdout
+    # Once per job, plus the sweep's own config; Hydra's mode composition is skipped under -m (stages/run.py);
+    # the jobs' configs on every core (in one forked process per core, on a machine with more than one)
+    others = min(3, len(os.sched_getaffinity(0))) if len(os.sched_getaffinity(0)) > 1 else 0
+    assert f"job configs composed: 3; configs composed in all: 4; jobs composed in {others} other" in ours.stdout
+    # Hydra's own sweeper: to check the batch, then to launch each job, all in the sweep's process
+    assert "job configs composed: 6; configs composed in all: 7; jobs composed in 0 other" in basic.stdout
     for job in ("0", "1", "2"):
         configs = [
             OmegaConf.load(tmp_path / name / "multirun" / job / ".hydra" / "config.yaml")
@@ -131,8 +137,7 @@ def loader_and_master():
 def test_a_kept_config_is_handed_out_once_and_never_pickled(loader_and_master):
     real, master = loader_and_master
     loader = ComposedOnce(real, keep=1)
-    loader.compose_ahead(master, ["seed=7"])
-    loader.compose_ahead(master, ["seed=8"])  # beyond `keep`: checked, not kept
+    loader.compose_ahead(master, [["seed=7"], ["seed=8"]])  # the second beyond `keep`: checked, not kept
     assert loader.composed == 2
     # A launcher's worker process gets the loader without the kept config, and composes its job itself.
     worker = pickle.loads(pickle.dumps(loader))

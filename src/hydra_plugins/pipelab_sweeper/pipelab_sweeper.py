@@ -1,13 +1,14 @@
-"""Hydra's basic sweeper, with each job's config composed once instead of twice.
+"""Hydra's basic sweeper, with each job's config composed once instead of twice, on every core.
 
 Hydra's ``BasicSweeper`` composes every job's config to check the batch before launching any of it, and its
-launcher then composes each job again to run it. A composition of pipelab's config takes ~0.25 s, which is
-most of what a tiny job costs (a DVC stage of 16 jobs spent 10 s of its 18 in composing). This sweeper keeps the
-configs it composed to check (up to ``KEEP`` of them) and its launcher takes them instead of composing again; a
-launcher that runs its jobs in other processes (joblib, submitit, Ray) composes there as before, since the
-kept configs are not sent along. Everything else is the basic sweeper's: the same expansion of the command
-line and of ``hydra.sweeper.params``, the same job order, the same configs, an illegal job still stopping the
-sweep before any job runs.
+launcher then composes each job again to run it. A composition of pipelab's config takes ~0.2 s, which is
+most of what a tiny job costs (a DVC stage of 16 jobs spent 10 s of its 18 in composing). This sweeper composes
+the batch's configs to check them in one forked process per core (nothing is timed yet; :func:`fork_map`
+composes here, one by one, when another thread runs, e.g. the terminal's status line), keeps them (up to ``KEEP``)
+and its launcher takes them instead of composing again; a launcher that runs its jobs in other processes
+(joblib, submitit, Ray) composes there as before, since the kept configs are not sent along. Everything else is
+the basic sweeper's: the same expansion of the command line and of ``hydra.sweeper.params``, the same job
+order, the same configs, an illegal job still stopping the sweep with Hydra's own error before any job runs.
 
 Hydra instantiates sweepers from the ``hydra_plugins`` package only, hence this module's place; Hydra also
 imports it outside sys.modules to scan it, which postponed annotations (`from __future__`) would break in a dataclass.
@@ -21,6 +22,8 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweepe
 from hydra.core.config_store import ConfigStore
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
+
+from pipelab.forked import fork_map
 
 # Configs kept between the check and the launch: a batch larger than this composes its later jobs twice, as the
 # basic sweeper does, rather than hold them all (one composed config is ~0.4 MB of OmegaConf nodes).
@@ -48,11 +51,25 @@ class ComposedOnce:
         self._kept: dict[tuple[int, tuple[str, ...]], DictConfig] = {}
         self.composed = 0  # compositions done through this loader (the sweep's jobs), for tests and benchmarks
 
-    def compose_ahead(self, master_config: DictConfig, overrides: Sequence[str]) -> None:
-        """Compose one job's config (raising as Hydra does if it cannot be) and keep it for its launch."""
-        config = self._compose(master_config, overrides)
-        if len(self._kept) < self._keep:
-            self._kept[(id(master_config), tuple(overrides))] = config
+    def compose_ahead(self, master_config: DictConfig, batch: Sequence[Sequence[str]]) -> None:
+        """Compose each job's config of `batch`, on every core, and keep them for their launch (up to `keep`).
+
+        A job that does not compose is composed again here, in order, so that Hydra's own exception and message
+        stop the sweep, as the basic sweeper's check does.
+        """
+        global _ahead
+        _ahead = (self._loader, master_config)
+        try:
+            composed = fork_map(_compose_job, [list(overrides) for overrides in batch])
+        finally:
+            _ahead = None
+        for overrides, config in zip(batch, composed, strict=True):
+            if config is None:
+                config = self._compose(master_config, overrides)  # raises
+            else:
+                self.composed += 1
+            if len(self._kept) < self._keep:
+                self._kept[(id(master_config), tuple(overrides))] = config
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         kept = self._kept.pop((id(master_config), tuple(sweep_overrides)), None)
@@ -74,6 +91,20 @@ class ComposedOnce:
         self.__dict__.update(state)
 
 
+# What the forked composers read: the loader and the sweep's config, set around a fork_map (a fork inherits them).
+_ahead: tuple[Any, DictConfig] | None = None
+
+
+def _compose_job(overrides: list[str]) -> DictConfig | None:
+    """One job's config, composed by the sweep's loader (what Hydra's check does), or None if it raised."""
+    assert _ahead is not None
+    loader, master_config = _ahead
+    try:
+        return loader.load_sweep_config(master_config, overrides)
+    except Exception:  # noqa: BLE001 (composed again by the sweep's process, which raises Hydra's error there)
+        return None
+
+
 class PipelabSweeper(BasicSweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.loader = ComposedOnce(hydra_context.config_loader)
@@ -82,5 +113,4 @@ class PipelabSweeper(BasicSweeper):
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         assert self.config is not None
-        for overrides in batch:
-            self.loader.compose_ahead(self.config, overrides)
+        self.loader.compose_ahead(self.config, batch)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PIPELAB_ROOT", str(ROOT))
+import pipelab  # noqa: E402,F401  (the defaults it sets in the environment, which every run stage has too)
+
 # The environment DVC gave this stage, as the run stages have it when they ask for their warm server (the
 # imports below add MLflow's HTTP bounds to it, as the run stages' imports do only later).
 STAGE_ENV = dict(os.environ)

@@ -12,11 +12,6 @@ import os
 import sys
 from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
-
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PIPELAB_ROOT", str(ROOT))
 
@@ -28,6 +23,11 @@ if __name__ == "__main__":
     _code = run_warm(ROOT)
     if _code is not None:
         sys.exit(_code)
+
+import hydra  # noqa: E402  (after the warm path: a command that forks imports nothing more, ~0.3 s less)
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from pipelab.config import register_schema  # noqa: E402
 from pipelab.errors import USER_ERRORS  # noqa: E402

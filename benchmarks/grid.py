@@ -125,7 +125,9 @@ def multirun(base: Path, tiny_cache: Path | None, warm: bool) -> dict:
 
 def _stop_servers(output: str) -> None:
     """Stop the warm servers a command said it started (they would otherwise idle for a minute)."""
-    for pid in re.findall(r"warm: starting a server \(pid (\d+)\)", output):
+    from pipelab.warm import STARTED
+
+    for pid in STARTED.findall(output):
         try:
             os.kill(int(pid), signal.SIGTERM)
         except ProcessLookupError:

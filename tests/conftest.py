@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipelab.config import register_schema
+from pipelab.warm import STARTED
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,13 +22,12 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 register_schema()  # tests compose conf/ through Hydra's API, as stages/run.py does after registering it
 
 
-WARM_STARTED = re.compile(r"warm: starting a server \(pid (\d+)\)")
 _warm_servers: set[int] = set()
 
 
 def note_warm_servers(output: str) -> list[int]:
     """The warm servers (pipelab.warm) a command's output says it started: stopped by PID at the session's end."""
-    pids = [int(pid) for pid in WARM_STARTED.findall(output)]
+    pids = [int(pid) for pid in STARTED.findall(output)]
     _warm_servers.update(pids)
     return pids
 
@@ -54,21 +53,24 @@ def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data")
 
 
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a `python stages/run.py ...` a test starts: offline, no pipelab/MLflow settings of this
+    shell, and in its own process (PIPELAB_WARM=off), as the tests' process-level checks (signals, exit codes,
+    counted compositions) assume; tests/test_warm.py covers the warm path. `extra` overrides any of it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELAB_", "MLFLOW_"))}
+    env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
+    env["PIPELAB_WARM"] = "off"
+    return env | extra
+
+
 def run_cli(
     args: list[str], *, cwd: Path, env_extra: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
     """The real Hydra CLI in a subprocess: `python stages/run.py ...`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELAB_", "MLFLOW_"))}
-    # PIPELAB_WARM=off: each command imports its own libraries, as the tests' process-level checks (signals, exit
-    # codes, counted processes) assume; tests/test_warm.py covers the warm path of stages/run.py.
-    env.update(
-        {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "PIPELAB_WARM": "off"}
-    )
-    env.update(env_extra or {})
     return subprocess.run(
         [sys.executable, str(ROOT / "stages" / "run.py"), *args],
         cwd=cwd,
-        env=env,
+        env=cli_env(**(env_extra or {})),
         capture_output=True,
         text=True,
         timeout=timeout,

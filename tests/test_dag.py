@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import WARM_STARTED, note_warm_servers
+from conftest import note_warm_servers
 
 from pipelab.dag import (
     BENCH_KEYS,
@@ -39,6 +39,7 @@ from pipelab.dag import (
 from pipelab.records import iter_records
 from pipelab.runner import DONE_STATUSES
 from pipelab.tasks import TASK_NAMES as TASKS
+from pipelab.warm import STARTED
 from pipelab_tools.fetch import fetch_assets, fetch_models, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -355,7 +356,7 @@ def test_offline_dag_runs_every_stage_and_writes_every_report(dag):
     assert sorted(ran) == sorted(["fetch", "offline_plots", "aggregate", *(f"run@{task}" for task in TASKS)])
     assert ran.index("fetch") < ran.index("run@ner") < ran.index("aggregate")
     # one warm server imported torch, transformers and MLflow; every run stage was a child forked from it
-    (server,) = WARM_STARTED.findall(dag["output"])
+    (server,) = STARTED.findall(dag["output"])
     assert re.findall(r"forked from the server \(pid (\d+)", dag["output"]) == [server] * len(TASKS)
     for name in REPORTS:
         assert (repo / "results" / name).is_file(), name

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyte
 import pytest
-from conftest import ROOT
+from conftest import ROOT, cli_env
 
 from pipelab.progress import status_line
 
@@ -29,13 +29,6 @@ CASE = re.compile(r"job \d+/\d+ [^|]*: case (\d+)/(\d+)")
 
 def isolated(tmp_path: Path, data_dir: Path) -> list[str]:
     return [f"results_dir={tmp_path / 'results'}", f"data_dir={data_dir}", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELAB_", "MLFLOW_"))}
-    env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}, **extra)
-    env.setdefault("PIPELAB_WARM", "off")  # a terminal of its own per command: the command's own process
-    return env
 
 
 def test_status_line_shows_each_running_job_its_case_and_the_elapsed_time():

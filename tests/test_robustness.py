@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, cli_env, run_cli
 from mlflow.tracking import MlflowClient
 from test_cli import FAST, isolated, mlflow_runs, records
 
@@ -97,9 +97,7 @@ def _wait_for_running_run(db: Path, timeout: float = 240) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_marks_the_run_killed_and_leaves_records_whole(tmp_path, shared_data_dir, earlier_run, sig):
     record_path, record_bytes = earlier_run
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("PIPELAB_", "MLFLOW_"))}
-    env["HF_HUB_OFFLINE"] = "1"
-    env["PIPELAB_WARM"] = "off"  # the command's own process: what these checks of exit codes and output assume
+    env = cli_env()
     args = ["task=fill-mask", "profile=tiny", "bench.warmup=0", "bench.min_iterations=5000", "bench.min_duration_s=600"]
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "stages" / "run.py"), *args, *isolated(tmp_path, shared_data_dir)],

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, cli_env, run_cli
 from mlflow.tracking import MlflowClient
 from services import free_port, start_mlflow_server, stop_group
 
@@ -156,10 +156,7 @@ def test_records_kept_while_the_server_is_down_are_logged_once_by_sync(tmp_path,
         mid.mkdir()
         mid_results = mid / "results"
         args = ["-m", "task=text-generation", "temperature=0.5,0.7,1.0", *FAST[:-1], "bench.min_duration_s=1.5"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELAB_", "MLFLOW_"))}
-        env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
-        env["OMP_NUM_THREADS"] = "1"  # tiny models on a shared 2-core machine: what the DAG does
-        env["PIPELAB_WARM"] = "off"  # the sweep's own process, stopped mid-way below
+        env = cli_env(OMP_NUM_THREADS="1")  # tiny models on a shared 2-core machine: what the DAG does
         overrides = [*isolated(mid, shared_data_dir, uri), "tracking.experiment=middle"]
         sweep = subprocess.Popen(
             [sys.executable, str(ROOT / "stages" / "run.py"), *args, *overrides],

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from pipelab.warm import STARTED
+
 PROBE = """
 import json, os, sys, time
 from pathlib import Path
@@ -35,7 +37,6 @@ if __name__ == "__main__":
         time.sleep(120)
     sys.exit(int(sys.argv[1]))
 """
-STARTED = re.compile(r"warm: starting a server \(pid (\d+)\)")
 WARM_DIR = Path(tempfile.gettempdir()) / f"pipelab-warm-{os.getuid()}"
 FORKED = re.compile(r"warm: running in pid (\d+), forked from the server \(pid (\d+)")
 

@@ -31,6 +31,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import runpy
 import selectors
 import signal
@@ -61,6 +62,9 @@ PRELOAD = (
 )
 # Set per stage or per shell, read by none of PRELOAD at import: not part of the server's identity.
 VOLATILE_ENV = ("DVC_STAGE", "_", "PWD", "OLDPWD", "SHLVL")
+
+# What _spawn prints, for the tools that stop the servers their commands started (tests, benchmarks/grid.py).
+STARTED = re.compile(r"warm: starting a server \(pid (\d+)\)")
 
 SERVER_MAIN = "import sys; from pipelab.warm import serve; serve(sys.argv[1])"  # this module, not a __main__ copy
 

@@ -29,6 +29,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from pipelab.composition import shared_compositions  # noqa: E402
 from pipelab.config import register_schema  # noqa: E402
 from pipelab.errors import USER_ERRORS  # noqa: E402
 
@@ -76,4 +77,5 @@ def main(cfg: DictConfig) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    with shared_compositions():  # a sweep's jobs that differ in values only compose once (pipelab.composition)
+        main()

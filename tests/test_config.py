@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from pipelab.config import ConfigError, group_choices, models_for_task, validate_config
+from pipelab.run_record import config_yaml
 from pipelab.tasks import TASK_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +41,16 @@ def test_every_task_composes_and_its_default_model_can_do_it(task):
     assert cfg.task.bench_case in [c.id for c in cfg.task.cases]
     for expectation in cfg.task.expectations:
         assert expectation.case in [c.id for c in cfg.task.cases]
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_a_runs_config_yaml_is_what_omegaconf_writes_for_it(task):
+    """The config.yaml artifact (pipelab.run_record.config_yaml, libyaml's emitter) equals OmegaConf.to_yaml."""
+    config = OmegaConf.to_container(compose_cfg([f"task={task}", "profile=tiny"]), resolve=True)
+    assert config_yaml(config) == OmegaConf.to_yaml(OmegaConf.create(config))
+    awkward = ["true", "no", "null", "~", "1.5", "1e3", "0x1f", "", " x ", "a: b", "- c", "#d", "é 中 😀", "l\nm\r"]
+    config["input"] = {f"k{i}": [text, {text or "e": text}] for i, text in enumerate(awkward)}
+    assert yaml.safe_load(config_yaml(config)) == config  # strings that read as something else stay strings
 
 
 @pytest.mark.parametrize("model", [m for m in group_choices(ROOT, "model") if m != "auto"])

@@ -25,6 +25,7 @@ import pytest
 import yaml
 from conftest import note_warm_servers
 
+import pipelab.dag as dag_module
 from pipelab.dag import (
     BENCH_KEYS,
     FetchPlan,
@@ -248,6 +249,15 @@ def test_fetch_plan_holds_every_model_an_ablation_sweeps():
         assert name in plan.models
     assert "whisper-large-v3" not in plan.models  # the GPU default of ASR: not on a CPU machine
     assert {"image-classification/cat", "automatic-speech-recognition/mlk"} <= set(plan.assets)
+
+
+@pytest.mark.slow
+def test_fetch_plan_is_the_one_of_every_job_composed(monkeypatch):
+    """The sweep points fetch does not compose (pipelab.dag._INERT_PREFIXES) change nothing it fetches in this grid."""
+    params = load_params(ROOT / "params.yaml", ROOT, profile="tiny")
+    shortcut = fetch_plan(ROOT, params, "cpu")
+    monkeypatch.setattr(dag_module, "_INERT_PREFIXES", ())
+    assert fetch_plan(ROOT, params, "cpu") == shortcut
 
 
 FETCH_PLAN_FORKED = """import json, os, sys

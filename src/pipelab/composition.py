@@ -14,7 +14,7 @@ A sweep's own config, composed in the sweep's process before its jobs, is one of
 no other group, composed on every core, find both steps done. The configs come out the same (a test compares
 every sweep's and job's config of the tiny grid).
 
-The memory lasts for one block only (one command of `stages/run.py`): conf/ and the structured
+The memory lasts for one block only (one command of `stages/run.py`, one fetch plan): conf/ and the structured
 configs do not change inside it. A process forked inside the block (the sweeper's composers) starts with what
 the block has composed so far. It patches two private functions of hydra-core 1.3.8, which is pinned.
 """

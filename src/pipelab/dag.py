@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pipelab.composition import shared_compositions
 from pipelab.config import BenchSchema, ConfigError, group_choices
 from pipelab.forked import fork_map
 
@@ -182,8 +183,9 @@ class FetchPlan:
 
 
 # Overrides that cannot change which weights or input files a job uses (conf/decoding only sets
-# task.generation): a sweep point made of these and `model=` choices needs no composing of its own, which
-# costs ~0.2-0.5 s a config with the typed schema.
+# task.generation; a quantized or ONNX model is made at run time from the same weights): a sweep point made of
+# these and `model=` choices needs no composing of its own, which costs ~0.2-0.5 s a config with the typed
+# schema. A test composes every point of the grid and compares.
 _INERT_PREFIXES = (
     "temperature=",
     "seed=",
@@ -192,6 +194,8 @@ _INERT_PREFIXES = (
     "task.generation.",
     "task.label_count=",
     "decoding=",
+    "quantization=",
+    "runtime=",
 )
 
 
@@ -202,9 +206,10 @@ def fetch_plan(root: Path, params: DagParams, device: str) -> FetchPlan:
     The sweeps are composed by one forked process per core where that is safe (`fork_map`): a composition is
     ~0.25 s of CPU, and the tiny grid has ~40.
     """
-    found = fork_map(
-        _sweep_needs, [(root, sweep, device) for task in params.tasks for sweep in task_sweeps(params, task)]
-    )
+    with shared_compositions():  # the workers (forked) share within their own sweeps
+        found = fork_map(
+            _sweep_needs, [(root, sweep, device) for task in params.tasks for sweep in task_sweeps(params, task)]
+        )
     models = set().union(*(needed for needed, _ in found))
     assets = {key: spec for _, given in found for key, spec in given.items()}
     return FetchPlan(params.profile, tuple(sorted(models)), dict(sorted(assets.items())))

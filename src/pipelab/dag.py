@@ -204,7 +204,7 @@ def fetch_plan(root: Path, params: DagParams, device: str) -> FetchPlan:
 
     `device` decides what model=auto means (the ASR default is a larger Whisper on CUDA), as in the runner.
     The sweeps are composed by one forked process per core where that is safe (`fork_map`): a composition is
-    ~0.25 s of CPU, and the tiny grid has ~40.
+    ~0.25 s of CPU, and the tiny grid has ~30.
     """
     with shared_compositions():  # the workers (forked) share within their own sweeps
         found = fork_map(

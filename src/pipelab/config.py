@@ -272,7 +272,7 @@ def register_schema() -> None:
 
     store = ConfigStore.instance()
     # Storing converts the dataclasses to a config (~30 ms); Hydra hands out deep copies, so once per process is
-    # enough (fetch composes ~40 configs).
+    # enough (fetch composes ~30 configs).
     if "pipelab_schema.yaml" not in store.repo:
         store.store(name="pipelab_schema", node=PipelabConfig)
     register_launcher_schemas(conf_dir(Path(__file__).resolve().parents[2]))  # src/pipelab/ -> the repo root

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT, cli_env
+from conftest import ROOT
 from hydra import initialize_config_dir
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.global_hydra import GlobalHydra
@@ -114,51 +112,3 @@ def test_a_bad_choice_gets_hydras_own_error_inside_the_block(hydra_of):
     hydra = hydra_of(ROOT / "conf")
     with shared_compositions(), pytest.raises(ConfigCompositionException, match="no_such_model"):
         hydra.compose_config("config", ["task=fill-mask", "model=no_such_model"], run_mode=RunMode.RUN)
-
-
-# stages/run.py as a shell runs it, counting the merges Hydra itself does (those the block did not share)
-COUNTING_MERGES = """
-import os, runpy, sys
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
-real = ConfigLoaderImpl._compose_config_from_defaults_list
-def counted(self, *args, **kwargs):
-    with open(os.environ["COUNTS"], "a") as f:
-        f.write("merge\\n")
-    return real(self, *args, **kwargs)
-ConfigLoaderImpl._compose_config_from_defaults_list = counted
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
-def test_a_sweep_over_values_merges_its_configs_once(tmp_path, shared_data_dir):
-    counts = tmp_path / "merges.txt"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            COUNTING_MERGES,
-            str(ROOT / "stages" / "run.py"),
-            "-m",
-            "task=fill-mask",
-            "profile=tiny",
-            "seed=1,2,3",
-            "tracking.enabled=false",
-            "bench.warmup=0",
-            "bench.min_iterations=1",
-            "bench.min_duration_s=0",
-            f"data_dir={shared_data_dir}",
-            f"results_dir={tmp_path / 'results'}",
-            f"hydra.sweep.dir={tmp_path / 'multirun'}",
-        ],
-        cwd=ROOT,
-        env=cli_env(COUNTS=str(counts)),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "3 jobs: 3 FINISHED" in result.stdout
-    # The sweep's own config merges once; its three jobs (composed on every core) take copies of that merge
-    assert counts.read_text().splitlines() == ["merge"]
-    assert [OmegaConf.load(tmp_path / "multirun" / job / ".hydra" / "config.yaml").seed for job in "012"] == [1, 2, 3]

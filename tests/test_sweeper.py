@@ -29,6 +29,9 @@ def counting(real, kind):
     return counted
 ConfigLoaderImpl.load_sweep_config = counting(ConfigLoaderImpl.load_sweep_config, "job")
 ConfigLoaderImpl.load_configuration = counting(ConfigLoaderImpl.load_configuration, "all")
+# the merges Hydra itself does: those pipelab.composition did not share
+merging = ConfigLoaderImpl._compose_config_from_defaults_list
+ConfigLoaderImpl._compose_config_from_defaults_list = counting(merging, "merge")
 sys.argv = [sys.argv[1], *sys.argv[2:]]
 try:
     runpy.run_path(sys.argv[0], run_name="__main__")
@@ -36,7 +39,8 @@ finally:
     lines = [line.split() for line in open(counts)] if os.path.exists(counts) else []
     jobs = [pid for kind, pid in lines if kind == "job"]
     print(f"job configs composed: {len(jobs)}; configs composed in all: {sum(k == 'all' for k, _ in lines)}; "
-          f"jobs composed in {len(set(jobs) - {str(os.getpid())})} other processes", flush=True)
+          f"jobs composed in {len(set(jobs) - {str(os.getpid())})} other processes; "
+          f"merges: {sum(k == 'merge' for k, _ in lines)}", flush=True)
 """
 
 
@@ -96,6 +100,16 @@ def test_a_sweep_composes_each_job_once_into_the_configs_of_hydras_basic_sweeper
         # A multirun, with hydra.mode=MULTIRUN among the Hydra overrides once: what Hydra's get_mode gives
         hydra = OmegaConf.load(tmp_path / "pipelab" / "multirun" / job / ".hydra" / "hydra.yaml").hydra
         assert hydra.mode == "MULTIRUN" and list(hydra.overrides.hydra).count("hydra.mode=MULTIRUN") == 1
+
+
+def test_a_sweep_over_values_merges_its_configs_once(tmp_path, shared_data_dir):
+    result = sweep(tmp_path, shared_data_dir, "values", "seed=1,2,3")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "3 jobs: 3 FINISHED" in result.stdout
+    # The sweep's own config merges once; its three jobs (composed on every core) take copies of that merge
+    assert "; merges: 1" in result.stdout
+    jobs = [OmegaConf.load(tmp_path / "values" / "multirun" / job / ".hydra" / "config.yaml") for job in "012"]
+    assert [job.seed for job in jobs] == [1, 2, 3]
 
 
 def test_no_config_sets_hydra_mode_so_a_multirun_need_not_compose_to_learn_it():

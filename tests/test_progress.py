@@ -23,6 +23,9 @@ from pipelab.progress import status_line
 
 FAST = ["profile=tiny", "bench.warmup=0", "bench.min_iterations=2", "bench.min_duration_s=0", "tracking.enabled=false"]
 JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+# On a terminal: each job's bench loop lasts 0.6 s, so that every job stays on the status line for more than two of
+# its refreshes (progress.REFRESH_S) however fast the machine; a fast one ran a tiny job between two refreshes.
+ON_SCREEN = [*(o for o in FAST if not o.startswith("bench.min_duration_s=")), "bench.min_duration_s=0.6"]
 STATUS = re.compile(r"job (\d+)/(\d+) \S.*: .*, [\d.:]+( s)? \| \d+/\d+ done \| sweep [\d.:]+( s)?$")
 CASE = re.compile(r"job \d+/\d+ [^|]*: case (\d+)/(\d+)")
 
@@ -167,7 +170,7 @@ def assert_one_status_line(code: int, bottoms: list[str], screens: list[list[str
 
 @pytest.mark.slow
 def test_a_sweep_on_a_terminal_updates_one_status_line_with_the_basic_launcher(tmp_path, shared_data_dir):
-    args = ["-m", "task=fill-mask,text-classification,ner", *FAST, *isolated(tmp_path, shared_data_dir)]
+    args = ["-m", "task=fill-mask,text-classification,ner", *ON_SCREEN, *isolated(tmp_path, shared_data_dir)]
     code, bottoms, screens = run_in_terminal(args, tmp_path)
     assert_one_status_line(code, bottoms, screens, 3)
     # it moved: more than one distinct job or case shown over the sweep
@@ -176,7 +179,7 @@ def test_a_sweep_on_a_terminal_updates_one_status_line_with_the_basic_launcher(t
 
 @pytest.mark.slow
 def test_a_sweep_on_a_terminal_shows_the_joblib_workers_jobs(tmp_path, shared_data_dir):
-    args = ["-m", "task=fill-mask", "ablation=batch_size", *FAST, *JOBLIB, *isolated(tmp_path, shared_data_dir)]
+    args = ["-m", "task=fill-mask", "ablation=batch_size", *ON_SCREEN, *JOBLIB, *isolated(tmp_path, shared_data_dir)]
     code, bottoms, screens = run_in_terminal(args, tmp_path)
     assert_one_status_line(code, bottoms, screens, 5)
     # the jobs run in joblib's worker processes, and the launching process's line shows them, two at a time

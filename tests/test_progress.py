@@ -21,11 +21,12 @@ from conftest import ROOT, cli_env
 
 from pipelab.progress import status_line
 
-FAST = ["profile=tiny", "bench.warmup=0", "bench.min_iterations=2", "bench.min_duration_s=0", "tracking.enabled=false"]
-JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+TINY = ["profile=tiny", "bench.warmup=0", "bench.min_iterations=2", "tracking.enabled=false"]
+FAST = [*TINY, "bench.min_duration_s=0"]
 # On a terminal: each job's bench loop lasts 0.6 s, so that every job stays on the status line for more than two of
 # its refreshes (progress.REFRESH_S) however fast the machine; a fast one ran a tiny job between two refreshes.
-ON_SCREEN = [*(o for o in FAST if not o.startswith("bench.min_duration_s=")), "bench.min_duration_s=0.6"]
+ON_SCREEN = [*TINY, "bench.min_duration_s=0.6"]
+JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 STATUS = re.compile(r"job (\d+)/(\d+) \S.*: .*, [\d.:]+( s)? \| \d+/\d+ done \| sweep [\d.:]+( s)?$")
 CASE = re.compile(r"job \d+/\d+ [^|]*: case (\d+)/(\d+)")
 
